@@ -1,0 +1,339 @@
+"""Builds sharded ArrayRecord files of colorjax records from images, resumable and deterministic.
+
+Output layout of OUT for a split S with M shards:
+  S-00000-of-0000M.array_record ...  the records (colorjax/records.py), options 'group_size:1'.
+  .shards/S-0000k-of-0000M.json      per-shard stats (record count, skipped ids, ab histogram,
+                                     settings fingerprint), written before the shard is renamed
+                                     from its temporary name, so a shard is complete iff both exist.
+  manifest.json                      {'splits': {S: {...}}}: one entry per split, replaced when that
+                                     split finishes (settings, shards with record counts, totals,
+                                     skipped ids by reason, ab histogram on the AB_GRID_* grid).
+Input i (in the source's sorted order) goes to shard i * M // n, whatever the number of workers,
+so shards are byte-identical for any --workers and a rerun after a kill rebuilds only the shards
+that are missing.
+"""
+
+import fcntl
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import tqdm
+from array_record.python import array_record_module
+
+from colorjax import constants
+from data_prep import images, sources
+
+MANIFEST = 'manifest.json'
+WRITER_OPTIONS = 'group_size:1'
+# Test hook: seconds each worker sleeps per image, so a kill lands mid-run.
+DELAY_ENV = 'COLORJAX_DATA_PREP_DELAY_S'
+
+_WORKER = {}
+
+
+def shard_name(split, k, num_shards):
+  return f'{split}-{k:05d}-of-{num_shards:05d}.array_record'
+
+
+def shard_bounds(n, num_shards):
+  """Input index ranges: shard k holds inputs [bounds[k], bounds[k + 1])."""
+  return [k * n // num_shards for k in range(num_shards + 1)]
+
+
+def _init_worker(source, options):
+  _WORKER.update(source=source, options=options, delay=float(os.environ.get(DELAY_ENV, 0) or 0))
+
+
+def _process(i):
+  """Input index -> ('ok', id, record, histogram) or ('skip', id, reason, message)."""
+  if _WORKER['delay']:
+    time.sleep(_WORKER['delay'])
+  try:
+    id_, payload = _WORKER['source'].read(i)
+  except Exception as e:  # pylint: disable=broad-except
+    return ('skip', f'#{i}', 'unreadable', f'{type(e).__name__}: {e}')
+  try:
+    record, hist = images.make_record(payload, id_, **_WORKER['options'])
+  except images.Skip as e:
+    return ('skip', id_, e.reason, e.message)
+  return ('ok', id_, record, hist)
+
+
+def _write_json(path, obj):
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _existing_shards(output_dir, split):
+  pattern = re.compile(rf'^\.?{re.escape(split)}-\d{{5}}-of-\d{{5}}\.array_record(\.tmp)?$')
+  return sorted(f for f in os.listdir(output_dir) if pattern.match(f))
+
+
+def _write_shard(output_dir, split, k, num_shards, results, fingerprint):
+  """Writes one shard from an iterator of _process results; returns its stats."""
+  name = shard_name(split, k, num_shards)
+  tmp = os.path.join(output_dir, f'.{name}.tmp')
+  writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
+  hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
+  count, skipped = 0, {r: [] for r in images.SKIP_REASONS}
+  for status, id_, a, b in results:
+    if status == 'ok':
+      writer.write(a)
+      hist += b
+      count += 1
+    else:
+      skipped[a].append(id_)
+  writer.close()
+  stats = {
+    'file': name,
+    'records': count,
+    'skipped': skipped,
+    'ab_histogram': hist.tolist(),
+    'fingerprint': fingerprint,
+  }
+  _write_json(os.path.join(output_dir, '.shards', f'{name}.json'), stats)
+  os.replace(tmp, os.path.join(output_dir, name))
+  return stats
+
+
+def _update_manifest(output_dir, split, entry):
+  with open(os.path.join(output_dir, '.manifest.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    path = os.path.join(output_dir, MANIFEST)
+    manifest = _read_json(path) or {}
+    manifest.setdefault('splits', {})[split] = entry
+    manifest['record_format'] = 'colorjax/records.py (CJX1)'
+    _write_json(path, manifest)
+
+
+def _remove_split(output_dir, split):
+  for f in _existing_shards(output_dir, split):
+    os.remove(os.path.join(output_dir, f))
+  stats_dir = os.path.join(output_dir, '.shards')
+  for f in os.listdir(stats_dir):
+    if f.startswith(f'{split}-'):
+      os.remove(os.path.join(stats_dir, f))
+
+
+def _plan(output_dir, split, num_shards, fingerprint, overwrite):
+  """Indices of the shards still to write, after checking what a previous run left."""
+  if overwrite:
+    _remove_split(output_dir, split)
+  names = [shard_name(split, k, num_shards) for k in range(num_shards)]
+  done, foreign = [], []
+  for f in _existing_shards(output_dir, split):
+    if f.startswith('.'):
+      os.remove(os.path.join(output_dir, f))  # a temporary shard of an interrupted run
+    elif f not in names:
+      foreign.append(f)
+    else:
+      stats = _read_json(os.path.join(output_dir, '.shards', f'{f}.json'))
+      (done if stats and stats['fingerprint'] == fingerprint else foreign).append(f)
+  if foreign:
+    raise FileExistsError(
+      f'{output_dir} holds {split} shards built from other inputs or settings '
+      f'(e.g. {foreign[0]}); pass overwrite=True (--overwrite) to replace them'
+    )
+  if len(done) == num_shards:
+    raise FileExistsError(
+      f'{output_dir} already holds a complete {split} split ({num_shards} shards); '
+      'pass overwrite=True (--overwrite) to rebuild it'
+    )
+  return [k for k, name in enumerate(names) if name not in done]
+
+
+def _pool_context():
+  # Forking a process that runs JAX's threads can deadlock; spawn then (slower start).
+  return multiprocessing.get_context('spawn' if 'jax' in sys.modules else 'fork')
+
+
+def build_records(
+  input_dir,
+  output_dir,
+  split,
+  *,
+  image_size=constants.IMAGE_SIZE,
+  num_shards=None,
+  workers=None,
+  resize='crop',
+  min_size=64,
+  overwrite=False,
+  tfds_name=None,
+  tfds_data_dir=None,
+  progress=True,
+):
+  """Writes OUT/{split}-NNNNN-of-MMMMM.array_record shards and the split's manifest entry.
+
+  Args:
+    input_dir: folder read recursively, or 'samples' for scikit-image's color photos (ignored
+      when tfds_name is given).
+    output_dir: created if missing; see the module docstring for its layout.
+    split: the split name ('train', 'val', ...); with tfds_name also the TFDS split ('val'
+      falls back to 'validation').
+    image_size: side of the square records.
+    num_shards: default ceil(inputs / 1000).
+    workers: processes decoding images (default os.cpu_count()); shards do not depend on it.
+    resize: 'crop' (shorter side to image_size, center crop) or 'squash'.
+    min_size: inputs with a shorter side below it are skipped.
+    overwrite: replace an existing split; without it a complete split raises FileExistsError
+      and a partial one (same inputs and settings) is completed.
+    tfds_name, tfds_data_dir: read a TFDS array_record dataset instead of a folder.
+    progress: show a tqdm bar.
+  Returns:
+    The split's manifest entry (a dict; also in OUT/manifest.json under ['splits'][split]).
+  Raises:
+    ValueError on bad settings or no input; FileExistsError as above; RuntimeError when every
+    input was skipped (the manifest then says why).
+  """
+  if image_size < 1 or min_size < 0 or resize not in images.RESIZE_MODES:
+    raise ValueError(
+      f'bad settings: image_size={image_size} min_size={min_size} '
+      f'resize={resize!r} (one of {images.RESIZE_MODES})'
+    )
+  if not re.fullmatch(r'[A-Za-z0-9_]+', split):
+    raise ValueError(f'split must be a plain name, got {split!r}')
+  start = time.time()
+  source = sources.open_source(input_dir, split, tfds_name, tfds_data_dir)
+  n = len(source)
+  if n == 0:
+    raise ValueError(f'no image files in {source.description}')
+  num_shards = num_shards or max(1, math.ceil(n / 1000))
+  if not 1 <= num_shards <= n:
+    raise ValueError(f'num_shards must be in [1, {n}] for {n} inputs, got {num_shards}')
+  options = dict(image_size=image_size, resize=resize, min_size=min_size)
+  settings = dict(
+    source=source.description,
+    split=split,
+    num_shards=num_shards,
+    **options,
+    gray_chroma=images.GRAY_CHROMA,
+    resample='bicubic',
+  )
+  fingerprint = json.dumps([settings, n, source.fingerprint()])
+  os.makedirs(os.path.join(output_dir, '.shards'), exist_ok=True)
+  todo = _plan(output_dir, split, num_shards, fingerprint, overwrite)
+  bounds = shard_bounds(n, num_shards)
+  indices = [i for k in todo for i in range(bounds[k], bounds[k + 1])]
+  workers = max(1, min(workers or os.cpu_count() or 1, len(indices)))
+  bar = tqdm.tqdm(
+    total=n, initial=n - len(indices), unit='img', desc=f'{split} records', disable=not progress
+  )
+  if workers == 1:
+    _init_worker(source, options)
+    results = map(_process, indices)
+    pool = None
+  else:
+    pool = _pool_context().Pool(workers, _init_worker, (source, options))
+    results = pool.imap(_process, indices, chunksize=max(1, min(8, len(indices) // (4 * workers))))
+  try:
+    for k in todo:
+      shard_results = (next(results) for _ in range(bounds[k], bounds[k + 1]))
+      _write_shard(output_dir, split, k, num_shards, _counting(shard_results, bar), fingerprint)
+  finally:
+    bar.close()
+    if pool is not None:
+      pool.terminate()
+  entry = _manifest_entry(output_dir, split, num_shards, settings, n, source.ignored)
+  _update_manifest(output_dir, split, entry)
+  entry['seconds'] = time.time() - start
+  entry['written_now'] = len(indices)
+  if entry['num_records'] == 0:
+    raise RuntimeError(
+      f'no image of {n} was written (all skipped): see {os.path.join(output_dir, MANIFEST)}'
+    )
+  return entry
+
+
+def _counting(results, bar):
+  for r in results:
+    bar.update(1)
+    yield r
+
+
+def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
+  hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
+  skipped = {r: [] for r in images.SKIP_REASONS}
+  shards = []
+  for k in range(num_shards):
+    name = shard_name(split, k, num_shards)
+    stats = _read_json(os.path.join(output_dir, '.shards', f'{name}.json'))
+    shards.append({'file': name, 'records': stats['records']})
+    hist += np.asarray(stats['ab_histogram'], np.int64)
+    for reason, ids in stats['skipped'].items():
+      skipped[reason] += ids
+  return {
+    'settings': settings,
+    'num_inputs': n,
+    'num_records': sum(s['records'] for s in shards),
+    'num_skipped': sum(len(v) for v in skipped.values()),
+    'ignored_non_image_files': ignored,
+    'shards': shards,
+    'files': [os.path.abspath(os.path.join(output_dir, s['file'])) for s in shards],
+    'skipped': skipped,
+    'ab_histogram': {
+      'a_min': constants.AB_GRID_MIN,
+      'b_min': constants.AB_GRID_MIN,
+      'step': constants.AB_GRID_STEP,
+      'size': constants.AB_GRID_SIZE,
+      'rows': 'a',
+      'columns': 'b',
+      'counts': hist.tolist(),
+    },
+  }
+
+
+def summary(entry):
+  """The one-line summary of a build_records result."""
+  skipped = ', '.join(f'{r}={len(v)}' for r, v in entry['skipped'].items() if v) or 'none'
+  s = entry['settings']
+  rate = entry.get('written_now', 0) / max(entry.get('seconds', 0), 1e-9)
+  return (
+    f'{s["split"]}: {entry["num_records"]} records of {entry["num_inputs"]} inputs in '
+    f'{len(entry["shards"])} shards ({s["image_size"]}px) in '
+    f'{os.path.dirname(entry["files"][0])}; skipped {skipped}; '
+    f'{entry.get("seconds", 0):.1f}s, {rate:.0f} images/s'
+  )
+
+
+def ensure_sample_records(output_dir, image_size, *, progress=False):
+  """Builds train and val splits of scikit-image's sample photos in output_dir unless present.
+
+  Returns {split: list of shard paths}.
+  """
+  manifest = _read_json(os.path.join(output_dir, MANIFEST)) or {}
+  out = {}
+  for split in ('train', 'val'):
+    entry = manifest.get('splits', {}).get(split)
+    if not (
+      entry
+      and entry['settings']['image_size'] == image_size
+      and entry['settings']['source'].startswith('samples')
+      and all(os.path.exists(f) for f in entry['files'])
+    ):
+      entry = build_records(
+        'samples',
+        output_dir,
+        split,
+        image_size=image_size,
+        workers=1,
+        overwrite=True,
+        progress=progress,
+      )
+    out[split] = entry['files']
+  return out

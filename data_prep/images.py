@@ -1,0 +1,138 @@
+"""One image file or array -> an 8-bit RGB square -> one colorjax record, or a reason to skip."""
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from colorjax import constants, lab, records
+
+RESIZE_MODES = ('crop', 'squash')
+# Why an input can be left out; every reason is a key of the manifest's 'skipped'.
+SKIP_REASONS = ('not_an_image', 'unreadable', 'decompression_bomb', 'too_small', 'grayscale')
+# Mean chroma sqrt(a^2 + b^2) below which a photo counts as grayscale (sepia is well above).
+GRAY_CHROMA = 2.0
+RESAMPLE = Image.Resampling.BICUBIC  # antialiased when shrinking (PIL widens the kernel)
+
+
+class Skip(Exception):
+  """An input that is left out, with one of SKIP_REASONS and a short message."""
+
+  def __init__(self, reason, message=''):
+    assert reason in SKIP_REASONS, reason
+    super().__init__(f'{reason}: {message}')
+    self.reason = reason
+    self.message = message
+
+
+def to_rgb(img):
+  """Any PIL mode -> 'RGB' 8-bit: alpha composited on white, 16-bit and float scaled to 8 bits."""
+  if img.mode == 'RGB':
+    return img
+  if img.mode.startswith('I') or img.mode == 'F':
+    x = np.asarray(img, np.float64)
+    if img.mode == 'F' and x.size and np.nanmax(x) <= 1.0:
+      x = x * 255.0  # float images in [0, 1]
+    elif img.mode != 'F':
+      x = x / 257.0  # 16-bit range (I;16*, and I as PNG decoders produce it)
+    x = np.nan_to_num(np.clip(np.rint(x), 0, 255)).astype(np.uint8)
+    return Image.fromarray(x, 'L').convert('RGB')
+  has_alpha = img.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (
+    img.mode == 'P' and 'transparency' in img.info
+  )
+  if has_alpha:
+    rgba = img.convert('RGBA')
+    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert('RGB')
+  return img.convert('RGB')
+
+
+def resize_box(size, resize):
+  """The source box (left, upper, right, lower) that is resampled to the output square."""
+  w, h = size
+  if resize == 'squash':
+    return (0.0, 0.0, float(w), float(h))
+  side = min(w, h)  # the centered square: same as shorter side -> image_size, then center crop
+  return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+
+
+def load_rgb8(source, image_size, *, resize='crop', min_size=64, max_pixels=None):
+  """Reads and resizes one image to uint8 (image_size, image_size, 3); raises Skip.
+
+  Args:
+    source: a file path, encoded bytes, or a uint8 array (H, W, 3|4) or (H, W).
+    image_size: side of the output square.
+    resize: 'crop' (centered square, then resample) or 'squash' (resample the whole image).
+    min_size: inputs whose shorter side is smaller are skipped as 'too_small'.
+    max_pixels: larger inputs are skipped as 'decompression_bomb' (default PIL's limit).
+  Returns:
+    uint8 array (image_size, image_size, 3).
+  """
+  if resize not in RESIZE_MODES:
+    raise ValueError(f'resize must be one of {RESIZE_MODES}, got {resize!r}')
+  max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+  if isinstance(source, np.ndarray):
+    img = Image.fromarray(source)
+  else:
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      try:
+        img = Image.open(fp)
+      except Image.UnidentifiedImageError as e:
+        raise Skip('not_an_image', str(e)) from None
+      except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise Skip('decompression_bomb', str(e)) from None
+      except Exception as e:  # pylint: disable=broad-except
+        raise Skip('unreadable', f'{type(e).__name__}: {e}') from None
+  w, h = img.size
+  if max_pixels and w * h > max_pixels:
+    raise Skip('decompression_bomb', f'{w}x{h} pixels exceed {max_pixels}')
+  if min(w, h) < min_size:
+    raise Skip('too_small', f'{w}x{h} is under min_size={min_size}')
+  try:
+    if img.format == 'JPEG':
+      img.draft('RGB', (image_size, image_size))  # DCT-domain downscale while >= image_size
+    img.load()
+    img = to_rgb(ImageOps.exif_transpose(img))
+  except Exception as e:  # pylint: disable=broad-except  (truncated, corrupt, odd modes)
+    raise Skip('unreadable', f'{type(e).__name__}: {e}') from None
+  img = img.resize((image_size, image_size), RESAMPLE, box=resize_box(img.size, resize))
+  return np.asarray(img)
+
+
+# ab histogram bin of every int8 code, indexed by the code's uint8 view (values beyond the grid
+# fall in the edge bins).
+_CODES = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64) * constants.AB_QUANT_STEP
+_AB_BIN = np.clip(
+  np.floor((_CODES - constants.AB_GRID_MIN) / constants.AB_GRID_STEP), 0, constants.AB_GRID_SIZE - 1
+).astype(np.intp)
+
+
+def ab_histogram(ab_q):
+  """int8 ab codes (..., 2) -> int64 (AB_GRID_SIZE, AB_GRID_SIZE) counts; rows a, columns b."""
+  codes = np.asarray(ab_q).view(np.uint8).reshape(-1, 2)
+  idx = _AB_BIN[codes[:, 0]] * constants.AB_GRID_SIZE + _AB_BIN[codes[:, 1]]
+  counts = np.bincount(idx, minlength=constants.AB_GRID_SIZE**2)
+  return counts.reshape(constants.AB_GRID_SIZE, constants.AB_GRID_SIZE)
+
+
+def make_record(
+  source, id, image_size, *, resize='crop', min_size=64, max_pixels=None, gray_chroma=GRAY_CHROMA
+):  # pylint: disable=redefined-builtin
+  """One input -> (record bytes, ab histogram of its quantized codes); raises Skip.
+
+  Arguments as load_rgb8; id is stored in the record; photos whose mean chroma is under
+  gray_chroma are skipped as 'grayscale'.
+  """
+  rgb = load_rgb8(source, image_size, resize=resize, min_size=min_size, max_pixels=max_pixels)
+  lab_hw3 = lab.rgb8_to_lab(rgb)
+  ab = lab_hw3[..., 1:]
+  chroma = float(np.sqrt(np.square(ab, dtype=np.float32).sum(-1)).mean())
+  if chroma < gray_chroma:
+    raise Skip('grayscale', f'mean chroma {chroma:.2f} < {gray_chroma}')
+  L_q = records.quantize_L(lab_hw3[..., 0])
+  ab_q = records.quantize_ab(ab)
+  return records.encode_example(L_q, ab_q, id), ab_histogram(ab_q)
