@@ -92,13 +92,16 @@ class TfdsSource:
   """
 
   def __init__(self, name, split, data_dir=None):
-    self.name, self.data_dir = name, data_dir
-    self._ds = None
-    self.split = split
-    splits = self._source().dataset_info.splits
-    if split == 'val' and 'val' not in splits and 'validation' in splits:
-      self.split = 'validation'
-      self._ds = None
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    self.name, self.data_dir, self._ds = name, data_dir, None
+    try:
+      splits = tfds.builder(name, data_dir=data_dir).info.splits
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'cannot open TFDS {name!r} (data_dir={data_dir!r}): {e}') from e
+    self.split = 'validation' if split == 'val' and 'val' not in splits else split
+    if self.split not in splits:
+      raise ValueError(f'TFDS {name!r} has no split {split!r}; it has {list(splits)}')
     self._length = len(self._source())
     self.ignored = 0
     self.description = f'tfds:{name}[{self.split}]'

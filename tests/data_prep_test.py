@@ -1,0 +1,414 @@
+"""data_prep: records vs PIL + skimage, skip reasons, determinism, kill/resume, samples, TFDS."""
+
+import io
+import json
+import os
+import pathlib
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import grain
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from skimage import color as skcolor
+
+from colorjax import constants, records
+from data_prep import builder, images
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+S = 32  # record side in these tests
+
+
+def _pattern(h, w, seed):
+  """A smooth, colorful, asymmetric uint8 image (compresses well as JPEG)."""
+  y, x = np.mgrid[0:h, 0:w] / max(h, w)
+  rng = np.random.default_rng(seed)
+  p = rng.uniform(1, 4, 3)
+  rgb = np.stack([x, y * x, 0.5 + 0.5 * np.sin(p[2] * 6 * (x + 2 * y))], -1) ** p[:, None, None].T
+  return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def _jpeg(arr, **kw):
+  buf = io.BytesIO()
+  Image.fromarray(arr).save(buf, 'JPEG', quality=95, **kw)
+  return buf.getvalue()
+
+
+def _png16(arr, color_type, size=None):
+  """A 16-bit PNG written by hand (PIL cannot write 16-bit RGB); arr None -> header only."""
+
+  def chunk(tag, data):
+    return struct.pack('>I', len(data)) + tag + data + struct.pack('>I', zlib.crc32(tag + data))
+
+  h, w = size or arr.shape[:2]
+  png = b'\x89PNG\r\n\x1a\n' + chunk(
+    b'IHDR', struct.pack('>IIBBBBB', w, h, 16, color_type, 0, 0, 0)
+  )
+  if arr is not None:
+    rows = b''.join(b'\0' + row.astype('>u2').tobytes() for row in arr)
+    png += chunk(b'IDAT', zlib.compress(rows))
+  return png + chunk(b'IEND', b'')
+
+
+def _make_folder(root):
+  """Writes the test tree; returns {id: expected uint8 RGB before resizing, or None}."""
+  files = {}
+  for i, (h, w) in enumerate([(64, 96), (96, 64), (80, 80)]):
+    files[f'good/nested/photo{i}.jpg'] = _jpeg(_pattern(h, w, i))
+  files['good/photo3.png'] = _png_bytes(Image.fromarray(_pattern(70, 90, 3)))
+  good = _jpeg(_pattern(96, 96, 4))
+  files['bad/truncated.jpg'] = good[: len(good) // 2]
+  files['bad/text.jpg'] = b'this is not a JPEG\n' * 20
+  gray = _pattern(64, 80, 5).mean(-1).astype(np.uint8)
+  files['gray/photo.jpg'] = _jpeg(np.repeat(gray[..., None], 3, -1))
+  files['gray/gray16.png'] = _png16(gray.astype(np.uint16) * 257, 0)
+  files['modes/cmyk.jpg'] = _save(Image.fromarray(_pattern(72, 64, 6)).convert('CMYK'), 'JPEG')
+  rgba = np.concatenate([_pattern(64, 72, 7), np.full((64, 72, 1), 255, np.uint8)], -1)
+  rgba[:20, :, 3] = 0  # binary alpha: compositing on white is exact
+  files['modes/rgba.png'] = _png_bytes(Image.fromarray(rgba, 'RGBA'))
+  rgb16 = _pattern(64, 64, 8).astype(np.uint16) * 256 + 100  # PIL keeps the high byte
+  files['modes/rgb16.png'] = _png16(rgb16, 2)
+  files['modes/palette.gif'] = _save(Image.fromarray(_pattern(64, 80, 9)).quantize(64), 'GIF')
+  files['tiny.png'] = _png_bytes(Image.fromarray(_pattern(10, 10, 10)))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+  files['exif/rotated.jpg'] = _jpeg(_pattern(64, 96, 11), exif=exif.tobytes())
+  files['bomb.png'] = _png16(None, 2, size=(20000, 20000))  # header claims 4e8 pixels
+  files['notes.txt'] = b'not an image extension: ignored'
+  for rel, data in files.items():
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+  return files
+
+
+def _save(img, fmt):
+  buf = io.BytesIO()
+  img.save(buf, fmt)
+  return buf.getvalue()
+
+
+def _png_bytes(img):
+  return _save(img, 'PNG')
+
+
+GOOD = [
+  'exif/rotated.jpg',
+  'good/nested/photo0.jpg',
+  'good/nested/photo1.jpg',
+  'good/nested/photo2.jpg',
+  'good/photo3.png',
+  'modes/cmyk.jpg',
+  'modes/palette.gif',
+  'modes/rgb16.png',
+  'modes/rgba.png',
+]
+SKIPPED = {
+  'not_an_image': ['bad/text.jpg'],
+  'unreadable': ['bad/truncated.jpg'],
+  'decompression_bomb': ['bomb.png'],
+  'too_small': ['tiny.png'],
+  'grayscale': ['gray/gray16.png', 'gray/photo.jpg'],
+}
+
+
+def _reference_lab(path):
+  """Independent pipeline: PIL open, EXIF, mode by hand, the same box resize, skimage rgb2lab."""
+  img = Image.open(path)
+  if img.format == 'JPEG':
+    img.draft('RGB', (S, S))
+  img = ImageOps.exif_transpose(img)
+  if img.mode == 'RGBA':
+    x = np.asarray(img)
+    img = Image.fromarray(np.where(x[..., 3:] == 255, x[..., :3], 255).astype(np.uint8))
+  img = img.convert('RGB')
+  w, h = img.size
+  m = min(w, h)
+  box = ((w - m) / 2, (h - m) / 2, (w + m) / 2, (h + m) / 2)
+  img = img.resize((S, S), Image.Resampling.BICUBIC, box=box)
+  return skcolor.rgb2lab(np.asarray(img))
+
+
+def _read_all(files):
+  source = grain.sources.ArrayRecordDataSource(files)
+  return [records.decode_example(source[i]) for i in range(len(source))]
+
+
+def _cli(*args, env=None, **kw):
+  env = {**os.environ, 'PYTHONPATH': str(REPO), **(env or {})}
+  return subprocess.run(
+    [sys.executable, '-m', 'data_prep.build_records', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    **kw,
+  )
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp('images')
+  _make_folder(root)
+  return root
+
+
+def test_cli_builds_records_matching_skimage_and_lists_skips(folder, tmp_path):
+  out = tmp_path / 'out'
+  proc = _cli(
+    f'--input_dir={folder}',
+    f'--output_dir={out}',
+    '--split=train',
+    f'--image_size={S}',
+    '--min_size=32',
+    '--num_shards=2',
+    '--workers=2',
+  )
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip().startswith(f'train: {len(GOOD)} records of {len(GOOD) + 6} inputs')
+  manifest = json.loads((out / 'manifest.json').read_text())['splits']['train']
+  assert manifest['skipped'] == SKIPPED
+  assert manifest['ignored_non_image_files'] == 1
+  assert manifest['num_records'] == sum(s['records'] for s in manifest['shards']) == len(GOOD)
+  assert sorted(os.listdir(out)) == [
+    '.manifest.lock',
+    '.shards',
+    'manifest.json',
+    'train-00000-of-00002.array_record',
+    'train-00001-of-00002.array_record',
+  ]
+  examples = _read_all([str(out / s['file']) for s in manifest['shards']])
+  assert [ex['id'] for ex in examples] == GOOD  # sorted input order
+  for ex in examples:
+    ref = _reference_lab(folder / ex['id'])
+    assert ex['L'].shape == (S, S, 1) and ex['ab'].shape == (S, S, 2)
+    np.testing.assert_allclose(
+      ex['L'][..., 0], ref[..., 0], atol=records.L_MAX_ERROR + 1e-3, rtol=0, err_msg=ex['id']
+    )
+    np.testing.assert_allclose(
+      ex['ab'], ref[..., 1:], atol=records.AB_MAX_ERROR + 1e-3, rtol=0, err_msg=ex['id']
+    )
+  # The color prior: a histogram of every stored ab value on the AB_GRID_* grid.
+  ab = np.concatenate([ex['ab'].reshape(-1, 2) for ex in examples])
+  edges = constants.AB_GRID_MIN + constants.AB_GRID_STEP * np.arange(constants.AB_GRID_SIZE + 1)
+  clipped = np.clip(ab, edges[0], edges[-1] - 1e-3)
+  expected, _, _ = np.histogram2d(clipped[:, 0], clipped[:, 1], bins=[edges, edges])
+  np.testing.assert_array_equal(manifest['ab_histogram']['counts'], expected)
+
+
+def test_exif_rotation_changes_the_record(folder):
+  rotated, _ = images.make_record(folder / 'exif/rotated.jpg', 'r', S, min_size=32)
+  plain, _ = images.make_record(_jpeg(_pattern(64, 96, 11)), 'r', S, min_size=32)
+  upright = records.decode_example(rotated)['L']
+  unrotated = records.decode_example(plain)['L']
+  assert np.abs(upright - unrotated).mean() > 5  # the rotation is visible
+  np.testing.assert_allclose(upright[..., 0], np.rot90(unrotated[..., 0], -1), atol=3)
+
+
+@pytest.fixture(scope='module')
+def many(tmp_path_factory):
+  """24 small photos and a reference build with one worker."""
+  root = tmp_path_factory.mktemp('many')
+  for i in range(24):
+    (root / f'img{i:02d}.jpg').write_bytes(_jpeg(_pattern(24 + i % 5, 24, 100 + i)))
+  ref = tmp_path_factory.mktemp('ref')
+  entry = builder.build_records(
+    str(root), str(ref), 'train', image_size=16, min_size=8, num_shards=6, workers=1, progress=False
+  )
+  assert entry['num_records'] == 24
+  return root, ref
+
+
+def _shard_bytes(out):
+  return {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f.endswith('.array_record')}
+
+
+def test_two_workers_give_byte_identical_shards(many, tmp_path):
+  root, ref = many
+  builder.build_records(
+    str(root),
+    str(tmp_path),
+    'train',
+    image_size=16,
+    min_size=8,
+    num_shards=6,
+    workers=2,
+    progress=False,
+  )
+  assert _shard_bytes(tmp_path) == _shard_bytes(ref) and len(_shard_bytes(ref)) == 6
+
+
+def test_sigkill_then_rerun_equals_uninterrupted_run(many, tmp_path):
+  root, ref = many
+  args = [
+    f'--input_dir={root}',
+    f'--output_dir={tmp_path}',
+    '--image_size=16',
+    '--min_size=8',
+    '--num_shards=6',
+    '--workers=2',
+  ]
+  env = {**os.environ, 'PYTHONPATH': str(REPO), builder.DELAY_ENV: '0.1'}
+  proc = subprocess.Popen(
+    [sys.executable, '-m', 'data_prep.build_records', *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+  )
+  deadline = time.time() + 60
+  while (
+    not any(f.endswith('.array_record') and not f.startswith('.') for f in os.listdir(tmp_path))
+    and time.time() < deadline
+  ):
+    time.sleep(0.02)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  done = _shard_bytes(tmp_path)
+  assert 1 <= len(done) < 6  # killed mid-run, after at least one complete shard
+  for name, data in done.items():
+    assert data == _shard_bytes(ref)[name]
+  rerun = _cli(*args)
+  assert rerun.returncode == 0, rerun.stderr
+  assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+  manifest = json.loads((tmp_path / 'manifest.json').read_text())['splits']['train']
+  assert manifest['num_records'] == 24
+  assert [s['records'] for s in manifest['shards']] == [4] * 6
+
+
+def test_existing_output_needs_overwrite(many, tmp_path):
+  root, ref = many
+  kw = dict(image_size=16, min_size=8, num_shards=6, workers=1, progress=False)
+  builder.build_records(str(root), str(tmp_path), 'train', **kw)
+  before = _shard_bytes(tmp_path)
+  with pytest.raises(FileExistsError, match='complete train split.*overwrite'):
+    builder.build_records(str(root), str(tmp_path), 'train', **kw)
+  with pytest.raises(FileExistsError, match='other inputs or settings'):
+    builder.build_records(str(root), str(tmp_path), 'train', **{**kw, 'image_size': 8})
+  assert _shard_bytes(tmp_path) == before
+  proc = _cli(
+    f'--input_dir={root}',
+    f'--output_dir={tmp_path}',
+    '--image_size=16',
+    '--min_size=8',
+    '--num_shards=6',
+  )
+  assert proc.returncode == 1 and '--overwrite' in proc.stderr
+  entry = builder.build_records(
+    str(root), str(tmp_path), 'train', overwrite=True, **{**kw, 'image_size': 8, 'num_shards': 3}
+  )
+  assert entry['num_records'] == 24
+  assert sorted(_shard_bytes(tmp_path)) == [
+    f'train-0000{k}-of-00003.array_record' for k in range(3)
+  ]
+  assert _read_all(entry['files'])[0]['L'].shape == (8, 8, 1)
+
+
+def test_bad_input_fails_clearly(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  proc = _cli(f'--input_dir={tmp_path / "empty"}', f'--output_dir={tmp_path / "out"}')
+  assert proc.returncode == 1 and 'no image files' in proc.stderr
+  (tmp_path / 'junk').mkdir()
+  (tmp_path / 'junk' / 'a.png').write_bytes(b'junk')
+  with pytest.raises(RuntimeError, match='no image of 1 was written'):
+    builder.build_records(
+      str(tmp_path / 'junk'), str(tmp_path / 'out'), 'train', workers=1, progress=False
+    )
+  with pytest.raises(ValueError, match='resize'):
+    builder.build_records(str(tmp_path / 'junk'), str(tmp_path / 'out'), 'x', resize='bogus')
+  with pytest.raises(FileNotFoundError, match='not a directory'):
+    builder.build_records(str(tmp_path / 'nope'), str(tmp_path / 'out'), 'train')
+
+
+def test_squash_resizes_the_whole_image():
+  rgb = _pattern(40, 80, 3)
+  squashed = images.load_rgb8(rgb, 16, resize='squash', min_size=8)
+  ref = Image.fromarray(rgb).resize((16, 16), Image.Resampling.BICUBIC)
+  np.testing.assert_array_equal(squashed, np.asarray(ref))
+  with pytest.raises(images.Skip, match='too_small'):
+    images.load_rgb8(rgb, 16, min_size=41)
+  with pytest.raises(images.Skip, match='decompression_bomb'):
+    images.load_rgb8(_jpeg(rgb), 16, min_size=8, max_pixels=40 * 79)
+
+
+def test_sample_records(tmp_path):
+  files = builder.ensure_sample_records(str(tmp_path), 16)
+  val = _read_all(files['val'])
+  assert [ex['id'] for ex in val] == ['samples/chelsea', 'samples/rocket']
+  train_ids = {ex['id'] for ex in _read_all(files['train'])}
+  assert {'samples/astronaut', 'samples/coffee', 'samples/logo'} <= train_ids
+  assert not train_ids & {'samples/chelsea', 'samples/rocket'}
+  ref = skcolor.rgb2lab(images.load_rgb8(_chelsea(), 16))
+  np.testing.assert_allclose(val[0]['L'][..., 0], ref[..., 0], atol=records.L_MAX_ERROR + 1e-3)
+  np.testing.assert_allclose(val[0]['ab'], ref[..., 1:], atol=records.AB_MAX_ERROR + 1e-3)
+  mtime = os.path.getmtime(files['train'][0])
+  assert builder.ensure_sample_records(str(tmp_path), 16) == files  # present: not rebuilt
+  assert os.path.getmtime(files['train'][0]) == mtime
+
+
+def _chelsea():
+  import skimage.data  # pylint: disable=g-import-not-at-top
+
+  return skimage.data.chelsea()
+
+
+def test_tfds_array_record_dataset(tmp_path):
+  data_dir = tmp_path / 'tfds'
+  script = f"""
+import io, numpy as np, tensorflow_datasets as tfds
+from PIL import Image
+import sys; sys.path.insert(0, {str(REPO / 'tests')!r})
+from data_prep_test import _jpeg, _pattern
+
+class TinyCoco(tfds.core.GeneratorBasedBuilder):
+  VERSION = tfds.core.Version('1.0.0')
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({{
+        'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+        'image/filename': tfds.features.Text()}}))
+  def _split_generators(self, dl_manager):
+    return {{'train': self._generate_examples(0, 3), 'validation': self._generate_examples(3, 2)}}
+  def _generate_examples(self, start, n):
+    for i in range(start, start + n):
+      yield str(i), {{'image': _jpeg(_pattern(40, 56, i)), 'image/filename': f'{{i:012d}}.jpg'}}
+
+TinyCoco(data_dir={str(data_dir)!r}, file_format='array_record').download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+"""
+  prep = subprocess.run(
+    [sys.executable, '-c', script],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env={**os.environ, 'PYTHONPATH': str(REPO)},
+  )
+  assert prep.returncode == 0, prep.stderr[-2000:]
+  # Read in another process, where the builder class is unknown: as for a prepared coco/2017.
+  out = tmp_path / 'out'
+  proc = _cli(
+    '--tfds_name=tiny_coco',
+    f'--tfds_data_dir={data_dir}',
+    '--split=val',
+    f'--output_dir={out}',
+    '--image_size=16',
+    '--min_size=16',
+    '--workers=1',
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  entry = json.loads((out / 'manifest.json').read_text())['splits']['val']
+  assert entry['settings']['source'] == 'tfds:tiny_coco[validation]'
+  examples = _read_all([str(out / s['file']) for s in entry['shards']])
+  assert sorted(ex['id'] for ex in examples) == ['000000000003.jpg', '000000000004.jpg']
+  for ex in examples:
+    i = int(ex['id'][:-4])
+    expected = images.load_rgb8(_jpeg(_pattern(40, 56, i)), 16, min_size=16)
+    np.testing.assert_allclose(
+      ex['L'][..., 0], skcolor.rgb2lab(expected)[..., 0], atol=records.L_MAX_ERROR + 1e-3
+    )
