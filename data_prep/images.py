@@ -103,20 +103,38 @@ def load_rgb8(source, image_size, *, resize='crop', min_size=64, max_pixels=None
   return np.asarray(img)
 
 
-# ab histogram bin of every int8 code, indexed by the code's uint8 view (values beyond the grid
-# fall in the edge bins).
-_CODES = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64) * constants.AB_QUANT_STEP
-_AB_BIN = np.clip(
-  np.floor((_CODES - constants.AB_GRID_MIN) / constants.AB_GRID_STEP), 0, constants.AB_GRID_SIZE - 1
+# Statistics of an ab code pair read as one uint16 (the int8 a and b of a pixel, in memory
+# order): its histogram bin on the AB_GRID_* grid (values beyond the grid fall in the edge bins)
+# and its chroma. Counting the 65536 pairs once makes both per-image statistics cheap.
+_PAIRS = np.arange(2**16, dtype=np.uint16).view(np.int8).reshape(-1, 2).astype(np.float64)
+_PAIR_AB = _PAIRS * constants.AB_QUANT_STEP
+_PAIR_BIN = np.clip(
+  np.floor((_PAIR_AB - constants.AB_GRID_MIN) / constants.AB_GRID_STEP),
+  0,
+  constants.AB_GRID_SIZE - 1,
 ).astype(np.intp)
+_PAIR_BIN = _PAIR_BIN[:, 0] * constants.AB_GRID_SIZE + _PAIR_BIN[:, 1]
+_PAIR_CHROMA = np.hypot(_PAIR_AB[:, 0], _PAIR_AB[:, 1])
 
 
-def ab_histogram(ab_q):
-  """int8 ab codes (..., 2) -> int64 (AB_GRID_SIZE, AB_GRID_SIZE) counts; rows a, columns b."""
-  codes = np.asarray(ab_q).view(np.uint8).reshape(-1, 2)
-  idx = _AB_BIN[codes[:, 0]] * constants.AB_GRID_SIZE + _AB_BIN[codes[:, 1]]
-  counts = np.bincount(idx, minlength=constants.AB_GRID_SIZE**2)
-  return counts.reshape(constants.AB_GRID_SIZE, constants.AB_GRID_SIZE)
+def ab_pair_counts(ab_q):
+  """int8 ab codes (..., 2) -> int64 (65536,) counts of each (a, b) code pair."""
+  pairs = np.ascontiguousarray(ab_q, np.int8).view(np.uint16).reshape(-1)
+  return np.bincount(pairs, minlength=2**16)
+
+
+def ab_histogram(pair_counts):
+  """Pair counts -> int64 (AB_GRID_SIZE, AB_GRID_SIZE) histogram; rows a, columns b."""
+  present = np.flatnonzero(pair_counts)  # a photo holds a few thousand of the 65536 pairs
+  hist = np.bincount(
+    _PAIR_BIN[present], weights=pair_counts[present], minlength=constants.AB_GRID_SIZE**2
+  )
+  return hist.astype(np.int64).reshape(constants.AB_GRID_SIZE, constants.AB_GRID_SIZE)
+
+
+def mean_chroma(pair_counts):
+  """Pair counts -> mean sqrt(a^2 + b^2) of the quantized ab."""
+  return float(pair_counts @ _PAIR_CHROMA / max(pair_counts.sum(), 1))
 
 
 def make_record(
@@ -124,15 +142,15 @@ def make_record(
 ):  # pylint: disable=redefined-builtin
   """One input -> (record bytes, ab histogram of its quantized codes); raises Skip.
 
-  Arguments as load_rgb8; id is stored in the record; photos whose mean chroma is under
-  gray_chroma are skipped as 'grayscale'.
+  Arguments as load_rgb8; id is stored in the record; photos whose mean chroma (of the
+  quantized ab) is under gray_chroma are skipped as 'grayscale'.
   """
   rgb = load_rgb8(source, image_size, resize=resize, min_size=min_size, max_pixels=max_pixels)
   lab_hw3 = lab.rgb8_to_lab(rgb)
-  ab = lab_hw3[..., 1:]
-  chroma = float(np.sqrt(np.square(ab, dtype=np.float32).sum(-1)).mean())
+  ab_q = records.quantize_ab(lab_hw3[..., 1:])
+  counts = ab_pair_counts(ab_q)
+  chroma = mean_chroma(counts)
   if chroma < gray_chroma:
     raise Skip('grayscale', f'mean chroma {chroma:.2f} < {gray_chroma}')
-  L_q = records.quantize_L(lab_hw3[..., 0])
-  ab_q = records.quantize_ab(ab)
-  return records.encode_example(L_q, ab_q, id), ab_histogram(ab_q)
+  record = records.encode_example(records.quantize_L(lab_hw3[..., 0]), ab_q, id)
+  return record, ab_histogram(counts)

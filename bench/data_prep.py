@@ -1,0 +1,91 @@
+"""Images/s per core of data_prep against the naive PIL + skimage.color.rgb2lab pipeline."""
+
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+from skimage import color as skcolor
+
+from bench import report
+from colorjax import lab, records
+from data_prep import builder, images
+
+_INPUT_DIR = flags.DEFINE_string('input_dir', '/work/shared/data/coco/originals', 'JPEG folder.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'Record side.')
+_PASSES = flags.DEFINE_integer('passes', 5, 'Timed passes over the folder; the best one counts.')
+_WORKERS = flags.DEFINE_integer('workers', None, 'Workers of the full build (default all cores).')
+
+
+def _naive(path, size):
+  """The baseline: PIL decode, shorter side to size, center crop, skimage rgb2lab, quantize."""
+  img = Image.open(path).convert('RGB')
+  w, h = img.size
+  scale = size / min(w, h)
+  img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+  w, h = img.size
+  left, top = (w - size) // 2, (h - size) // 2
+  lab_hw3 = skcolor.rgb2lab(np.asarray(img.crop((left, top, left + size, top + size))))
+  return records.encode_example(lab_hw3[..., 0], lab_hw3[..., 1:], path)
+
+
+def _cpu_per_item(fn, items, passes):
+  """Best over passes of CPU seconds per item (CPU time: robust to other load on the machine)."""
+  fn(items[0])
+  best = float('inf')
+  for _ in range(passes):
+    start = time.process_time()
+    for item in items:
+      fn(item)
+    best = min(best, (time.process_time() - start) / len(items))
+  return best
+
+
+def main(argv):
+  del argv
+  size, passes = _IMAGE_SIZE.value, _PASSES.value
+  paths = sorted(glob.glob(os.path.join(_INPUT_DIR.value, '**', '*.jp*g'), recursive=True))
+  if not paths:
+    raise app.UsageError(f'no JPEGs under {_INPUT_DIR.value}')
+  rgb = [images.load_rgb8(p, size) for p in paths]
+  old_lab = lambda x: lab.linear_rgb_to_lab(lab.SRGB8_TO_LINEAR[x], np)
+  err = max(np.abs(lab.rgb8_to_lab(x) - skcolor.rgb2lab(x)).max() for x in rgb)
+  stages = [
+      ('naive: PIL decode + resize + skimage rgb2lab', lambda p: _naive(p, size), paths),
+      ('data_prep make_record (decode, resize, Lab, quantize, encode)',
+       lambda p: images.make_record(p, p, size), paths),
+      ('  of which load_rgb8 (decode, EXIF, mode, resize)', lambda p: images.load_rgb8(p, size),
+       paths),
+      ('  of which rgb8_to_lab (float32, preallocated)', lab.rgb8_to_lab, rgb),
+      ('rgb8_to_lab before (float matmul + where)', old_lab, rgb),
+      ('skimage.color.rgb2lab', skcolor.rgb2lab, rgb),
+  ]
+  rows, per_item = [], {}
+  for name, fn, items in stages:
+    per_item[name] = _cpu_per_item(fn, items, passes)
+  base = per_item[stages[0][0]]
+  for name, t in per_item.items():
+    rows.append([name, f'{t * 1e3:.2f}', f'{1 / t:.0f}', f'{base / t:.2f}x'])
+  workers = _WORKERS.value or os.cpu_count()
+  for w in sorted({1, workers}):
+    with tempfile.TemporaryDirectory() as out:
+      start = time.perf_counter()
+      builder.build_records(_INPUT_DIR.value, out, 'bench', image_size=size, workers=w,
+                            progress=False)
+      wall = time.perf_counter() - start
+    rows.append([f'build_records --workers={w} (wall, incl. start and writing)',
+                 f'{wall / len(paths) * 1e3:.2f}', f'{len(paths) / wall / w:.0f} per worker',
+                 f'{base * len(paths) / wall:.2f}x'])
+  body = report.table(['stage', 'ms/image (CPU)', 'images/s per core', 'vs naive'], rows)
+  body += (f'\n\n{len(paths)} JPEGs from {_INPUT_DIR.value} -> {size}x{size}, best of {passes} '
+           f'passes of CPU time per image. Lab max |error| vs skimage before quantization: '
+           f'{err:.1e}. The build rows are one wall-clock pass.')
+  report.write_section('data_prep', ' '.join(['python -m bench.data_prep'] + sys.argv[1:]), body)
+
+
+if __name__ == '__main__':
+  app.run(main)
