@@ -62,6 +62,8 @@ def _process(i):
     record, hist = images.make_record(payload, id_, **_WORKER['options'])
   except images.Skip as e:
     return ('skip', id_, e.reason, e.message)
+  except Exception as e:  # pylint: disable=broad-except  (skip, never crash the whole build)
+    return ('skip', id_, 'unreadable', f'{type(e).__name__}: {e}')
   return ('ok', id_, record, hist)
 
 
@@ -91,7 +93,7 @@ def _write_shard(output_dir, split, k, num_shards, results, fingerprint):
   tmp = os.path.join(output_dir, f'.{name}.tmp')
   writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
   hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
-  count, skipped = 0, {r: [] for r in images.SKIP_REASONS}
+  count, skipped, details = 0, {r: [] for r in images.SKIP_REASONS}, {}
   for status, id_, a, b in results:
     if status == 'ok':
       writer.write(a)
@@ -99,11 +101,13 @@ def _write_shard(output_dir, split, k, num_shards, results, fingerprint):
       count += 1
     else:
       skipped[a].append(id_)
+      details[id_] = b
   writer.close()
   stats = {
     'file': name,
     'records': count,
     'skipped': skipped,
+    'skip_details': details,
     'ab_histogram': hist.tolist(),
     'fingerprint': fingerprint,
   }
@@ -268,7 +272,7 @@ def _counting(results, bar):
 
 def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
   hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
-  skipped = {r: [] for r in images.SKIP_REASONS}
+  skipped, details = {r: [] for r in images.SKIP_REASONS}, {}
   shards = []
   for k in range(num_shards):
     name = shard_name(split, k, num_shards)
@@ -277,6 +281,7 @@ def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
     hist += np.asarray(stats['ab_histogram'], np.int64)
     for reason, ids in stats['skipped'].items():
       skipped[reason] += ids
+    details.update(stats['skip_details'])
   return {
     'settings': settings,
     'num_inputs': n,
@@ -286,6 +291,7 @@ def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
     'shards': shards,
     'files': [os.path.abspath(os.path.join(output_dir, s['file'])) for s in shards],
     'skipped': skipped,
+    'skip_details': details,
     'ab_histogram': {
       'a_min': constants.AB_GRID_MIN,
       'b_min': constants.AB_GRID_MIN,
@@ -314,26 +320,23 @@ def summary(entry):
 def ensure_sample_records(output_dir, image_size, *, progress=False):
   """Builds train and val splits of scikit-image's sample photos in output_dir unless present.
 
-  Returns {split: list of shard paths}.
+  A samples split of another image_size is rebuilt; a split built from other inputs raises
+  FileExistsError rather than being replaced. Returns {split: list of shard paths}.
   """
   manifest = _read_json(os.path.join(output_dir, MANIFEST)) or {}
   out = {}
   for split in ('train', 'val'):
     entry = manifest.get('splits', {}).get(split)
+    if entry and not entry['settings']['source'].startswith('samples'):
+      raise FileExistsError(f'{output_dir} holds a {split} split of other images; use another dir')
     if not (
       entry
       and entry['settings']['image_size'] == image_size
-      and entry['settings']['source'].startswith('samples')
       and all(os.path.exists(f) for f in entry['files'])
     ):
       entry = build_records(
-        'samples',
-        output_dir,
-        split,
-        image_size=image_size,
-        workers=1,
-        overwrite=True,
-        progress=progress,
-      )
+        'samples', output_dir, split, image_size=image_size, workers=1,
+        overwrite=entry is not None, progress=progress,
+      )  # fmt: skip
     out[split] = entry['files']
   return out

@@ -173,6 +173,8 @@ def test_cli_builds_records_matching_skimage_and_lists_skips(folder, tmp_path):
   assert proc.stdout.strip().startswith(f'train: {len(GOOD)} records of {len(GOOD) + 6} inputs')
   manifest = json.loads((out / 'manifest.json').read_text())['splits']['train']
   assert manifest['skipped'] == SKIPPED
+  assert 'truncated' in manifest['skip_details']['bad/truncated.jpg']
+  assert sorted(manifest['skip_details']) == sorted(sum(SKIPPED.values(), []))
   assert manifest['ignored_non_image_files'] == 1
   assert manifest['num_records'] == sum(s['records'] for s in manifest['shards']) == len(GOOD)
   assert sorted(os.listdir(out)) == [
@@ -292,6 +294,8 @@ def test_existing_output_needs_overwrite(many, tmp_path):
   with pytest.raises(FileExistsError, match='other inputs or settings'):
     builder.build_records(str(root), str(tmp_path), 'train', **{**kw, 'image_size': 8})
   assert _shard_bytes(tmp_path) == before
+  with pytest.raises(FileExistsError, match='other images'):
+    builder.ensure_sample_records(str(tmp_path), 16)
   proc = _cli(
     f'--input_dir={root}',
     f'--output_dir={tmp_path}',
