@@ -1,0 +1,163 @@
+"""The pure training pieces: TrainState, the Adam optimizer, train_step and eval_step."""
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from colorjax import augment, constants, models
+
+DECAYS = ('none', 'cosine', 'linear')
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training; params alone define the model (no batch stats)."""
+
+  step: jax.Array  # int32 scalar: the number of optimizer updates applied
+  params: Any  # the dict returned by model.init, i.e. {'params': {...}}
+  opt_state: Any
+
+  def to_dict(self):
+    """The checkpointed layout of docs' contract: {'step', 'params', 'opt_state'}."""
+    return {'step': self.step, 'params': self.params, 'opt_state': self.opt_state}
+
+  @classmethod
+  def from_dict(cls, d):
+    return cls(step=d['step'], params=d['params'], opt_state=d['opt_state'])
+
+
+def learning_rate_schedule(learning_rate, num_steps, warmup_steps=0, decay='none'):
+  """Linear warmup from 0 over warmup_steps, then constant, cosine or linear decay to 0."""
+  if decay not in DECAYS:
+    raise ValueError(f'decay must be one of {DECAYS}, got {decay!r}')
+  if warmup_steps < 0 or (decay != 'none' and num_steps <= warmup_steps):
+    raise ValueError(f'need 0 <= warmup_steps < num_steps, got {warmup_steps} and {num_steps}')
+  rest = max(num_steps - warmup_steps, 1)
+  if decay == 'cosine':
+    after = optax.cosine_decay_schedule(learning_rate, rest)
+  elif decay == 'linear':
+    after = optax.linear_schedule(learning_rate, 0.0, rest)
+  else:
+    after = optax.constant_schedule(learning_rate)
+  if warmup_steps == 0:
+    return after
+  warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+  return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def make_optimizer(
+  learning_rate,
+  *,
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  num_steps=1,
+  warmup_steps=0,
+  decay='none',
+  grad_clip=0.0,
+):
+  """Adam with an optional schedule and global-norm gradient clipping (grad_clip > 0)."""
+  if learning_rate <= 0:
+    raise ValueError(f'learning_rate must be > 0, got {learning_rate}')
+  schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps, decay)
+  adam = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+  if grad_clip < 0:
+    raise ValueError(f'grad_clip must be >= 0 (0: off), got {grad_clip}')
+  return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
+
+
+def create_train_state(rng, model, tx, image_size):
+  """Initializes params (float32) and the optimizer state for square images of image_size."""
+  L = jnp.zeros((1, image_size, image_size, 1), jnp.float32)
+  params = model.init(rng, L)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def predict_ab(model_config, output):
+  """Model output -> ab in Lab units (models.decode when the model family defines it)."""
+  decode = getattr(models, 'decode', None)
+  if decode is not None:
+    return decode(model_config, output)
+  return output * constants.AB_SCALE
+
+
+def loss_fn(loss, output, ab_BxHxWx2):
+  """Per-example loss (B,): 'mse' is the report's MSE between the output and ab / AB_SCALE."""
+  if loss == 'mse':
+    err = output.astype(jnp.float32) - ab_BxHxWx2 / constants.AB_SCALE
+    return jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
+  raise ValueError(f'unknown loss {loss!r}')
+
+
+def augment_examples(rng, index_B, L_BxHxWx1, ab_BxHxWx2, config):
+  """augment.augment_batch with one key per example: fold_in(rng, global example index).
+
+  The transforms depend only on the example's position in the global batch, so one device, a
+  batch split over devices, and a batch split over processes draw the same transforms.
+  """
+  if config.is_identity:
+    return L_BxHxWx1, ab_BxHxWx2
+
+  def one(i, L, ab):
+    L, ab = augment.augment_batch(jax.random.fold_in(rng, i), L[None], ab[None], config)
+    return L[0], ab[0]
+
+  return jax.vmap(one)(index_B, L_BxHxWx1, ab_BxHxWx2)
+
+
+def train_step(state, batch, rng, *, model, tx, model_config, augment_config, axis_name=None):
+  """One Adam update on a batch of 8-bit codes; rng is the step's key (fold_in(seed, step)).
+
+  Args:
+    state: the TrainState.
+    batch: {'L': uint8 (B,H,W,1), 'ab': int8 (B,H,W,2), 'index': int32 (B,)}, index being each
+      example's position in the global batch (it picks the example's augmentation).
+    rng: a PRNG key for this step.
+    model, tx, model_config, augment_config: static; bind them with functools.partial.
+    axis_name: the pmap axis to average gradients and metrics over (None outside pmap).
+
+  Returns:
+    (new state, {'loss', 'grad_norm'}), the loss being the batch mean on the report's scale.
+  """
+  L, ab = augment.prepare_batch(batch)
+  L, ab = augment_examples(rng, batch['index'], L, ab, augment_config)
+
+  def mean_loss(params):
+    return jnp.mean(loss_fn(model_config.loss, model.apply(params, L), ab))
+
+  loss, grads = jax.value_and_grad(mean_loss)(state.params)
+  if axis_name is not None:
+    loss, grads = jax.lax.pmean((loss, grads), axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+
+def eval_step(params, batch, *, model, model_config):
+  """{'loss_sum', 'count'} over a batch of codes (no augmentation), for an exact dataset mean.
+
+  An optional boolean batch['mask'] (B,) leaves out padding examples.
+  """
+  L, ab = augment.prepare_batch(batch)
+  loss = loss_fn(model_config.loss, model.apply(params, L), ab)
+  mask = batch.get('mask', jnp.ones(loss.shape, bool)).astype(jnp.float32)
+  return {'loss_sum': jnp.sum(loss * mask), 'count': jnp.sum(mask)}
+
+
+def predict_step(params, L_BxHxWx1, *, model, model_config):
+  """Float L in [0, 100] -> predicted ab in Lab units (for the sample grids)."""
+  return predict_ab(model_config, model.apply(params, L_BxHxWx1))
+
+
+def bind(model, tx, model_config, augment_config):
+  """train_step, eval_step and predict_step with their static settings bound (not yet jitted)."""
+  step = functools.partial(
+    train_step, model=model, tx=tx, model_config=model_config, augment_config=augment_config
+  )
+  evaluate = functools.partial(eval_step, model=model, model_config=model_config)
+  predict = functools.partial(predict_step, model=model, model_config=model_config)
+  return step, evaluate, predict

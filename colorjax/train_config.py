@@ -1,0 +1,126 @@
+"""TrainConfig: every training setting, one field per launch.train flag (its help in metadata)."""
+
+import dataclasses
+
+from colorjax import augment, models, parallel, train
+
+
+def _field(default, help):  # pylint: disable=redefined-builtin
+  return dataclasses.field(default=default, metadata={'help': help})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """A training run; launch/train.py defines one absl flag per field with the same name."""
+
+  # Data.
+  data_dir: str = _field(
+    '', 'data_prep output folder holding train-* and val-* array_record shards'
+  )
+  sample_data: bool = _field(
+    False, 'build records from the bundled skimage sample photos into data_dir if it has none'
+  )
+  worker_count: int = _field(0, 'Grain worker processes decoding records (0: in the main process)')
+  # Model and loss.
+  model: str = _field('seed', f'network architecture, one of {models.MODEL_NAMES}')
+  loss: str = _field('mse', f'training loss, one of {models.LOSSES}')
+  dtype: str = _field('float32', 'computation dtype (float32 or bfloat16); params stay float32')
+  image_size: int = _field(256, 'side of the square training images (records must match)')
+  # Schedule.
+  batch_size: int = _field(50, 'global batch size, split over all devices and processes')
+  num_train_steps: int = _field(0, 'optimizer steps; 0 means epochs * steps_per_epoch')
+  epochs: int = _field(10, "the report's epochs (used when num_train_steps is 0)")
+  steps_per_epoch: int = _field(2000, "the report's steps per epoch (used with epochs)")
+  # Adam.
+  learning_rate: float = _field(1e-3, 'Adam peak learning rate')
+  b1: float = _field(0.9, 'Adam first-moment decay')
+  b2: float = _field(0.999, 'Adam second-moment decay')
+  eps: float = _field(1e-7, 'Adam epsilon (1e-7 is the Keras default the report used)')
+  warmup_steps: int = _field(0, 'linear learning-rate warmup steps from 0')
+  decay: str = _field('none', f'learning-rate decay after warmup, one of {train.DECAYS}')
+  grad_clip: float = _field(0.0, 'clip gradients to this global norm (0: no clipping)')
+  # Augmentation (colorjax.augment.AugmentConfig), applied on device per example.
+  rotation_deg: float = _field(20.0, 'random rotation range in degrees, +-rotation_deg')
+  zoom: float = _field(0.2, 'random zoom range: magnification in [1 - zoom, 1 + zoom]')
+  flip: bool = _field(True, 'random left-right flips')
+  fill: str = _field('nearest', f'fill outside the image, one of {augment.FILL_MODES}')
+  # Parallelism.
+  parallel: str = _field('single', f'data parallelism, one of {parallel.PARALLEL_MODES}')
+  coordinator_address: str = _field('', 'multi-process: host:port of process 0')
+  num_processes: int = _field(1, 'multi-process: process count (0: from the cluster environment)')
+  process_id: int = _field(0, 'multi-process: index of this process')
+  # Randomness, logging, evaluation, checkpoints.
+  seed: int = _field(0, 'seed for the init, the data order and the augmentation')
+  log_every: int = _field(50, 'write training metrics every this many steps')
+  eval_every: int = _field(
+    1000, 'validation loss and sample grid every this many steps (and at end)'
+  )
+  eval_batches: int = _field(0, 'validation batches per eval (0: the whole val split)')
+  num_samples: int = _field(4, 'validation images in the sample grid')
+  checkpoint_every: int = _field(1000, 'save a checkpoint every this many steps (and at the end)')
+  keep_checkpoints: int = _field(3, 'keep the last this many checkpoints')
+  async_checkpoints: bool = _field(True, 'write checkpoints in a background thread')
+
+  def __post_init__(self):
+    models.ModelConfig(
+      name=self.model, loss=self.loss, image_size=self.image_size, dtype=self.dtype
+    )  # validates the model fields
+    self.augment_config()  # validates the augmentation fields
+    if self.parallel not in parallel.PARALLEL_MODES:
+      raise ValueError(f'parallel must be one of {parallel.PARALLEL_MODES}, got {self.parallel!r}')
+    if self.decay not in train.DECAYS:
+      raise ValueError(f'decay must be one of {train.DECAYS}, got {self.decay!r}')
+    positive = (
+      'image_size',
+      'batch_size',
+      'learning_rate',
+      'log_every',
+      'checkpoint_every',
+      'keep_checkpoints',
+      'eval_every',
+    )
+    for name in positive:
+      if getattr(self, name) <= 0:
+        raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
+    for name in (
+      'num_train_steps',
+      'epochs',
+      'steps_per_epoch',
+      'warmup_steps',
+      'grad_clip',
+      'eval_batches',
+      'num_samples',
+      'worker_count',
+    ):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+    if self.total_steps <= 0:
+      raise ValueError('set num_train_steps, or epochs and steps_per_epoch, to a positive number')
+    if self.sample_data and not self.data_dir:
+      raise ValueError('sample_data needs a data_dir to write the records to')
+
+  @property
+  def total_steps(self):
+    return self.num_train_steps or self.epochs * self.steps_per_epoch
+
+  def model_config(self):
+    return models.ModelConfig(
+      name=self.model, loss=self.loss, image_size=self.image_size, dtype=self.dtype
+    )
+
+  def augment_config(self):
+    return augment.AugmentConfig(
+      rotation_deg=self.rotation_deg, zoom=self.zoom, flip=self.flip, fill=self.fill
+    )
+
+  def optimizer(self):
+    return train.make_optimizer(
+      self.learning_rate,
+      b1=self.b1,
+      b2=self.b2,
+      eps=self.eps,
+      num_steps=self.total_steps,
+      warmup_steps=self.warmup_steps,
+      decay=self.decay,
+      grad_clip=self.grad_clip,
+    )

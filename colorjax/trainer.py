@@ -1,0 +1,239 @@
+"""The training loop: train_and_evaluate(config, workdir) with eval, logging and checkpoints.
+
+Workdir layout (docs: the training contract): model.json, checkpoints/ (Orbax: 'state' =
+{'step', 'params', 'opt_state'} and 'data' = the Grain iterator), metrics.jsonl,
+tensorboard/, samples/step_NNNNNNN.png. A run resumes from the newest checkpoint; SIGTERM saves
+one and returns; a non-finite loss or gradient raises FloatingPointError without saving.
+"""
+
+import dataclasses
+import math
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import tqdm
+
+from colorjax import checkpoint, input_pipeline, models, parallel, summaries, train
+from colorjax.train_config import TrainConfig
+
+
+def _host(tree):
+  """Host NumPy copies (this process' first shard of each array)."""
+  return jax.tree.map(
+    lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree
+  )
+
+
+class _SigtermFlag:
+  """Records SIGTERM (preemption) instead of dying, so the loop can save first."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: leave signals alone
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step, metrics, manager):
+  values = {k: float(v) for k, v in metrics.items()}
+  if not all(math.isfinite(v) for v in values.values()):
+    manager.wait_until_finished()
+    raise FloatingPointError(
+      f'non-finite training metrics at step {step}: {values}; stopping. The last good '
+      f'checkpoint (step {manager.latest_step()}) is under {manager.directory}.'
+    )
+  return values
+
+
+def load_samples(data_dir, count, batch_size):
+  """The first `count` validation examples (fixed across evals) as uint8/int8 codes."""
+  if count == 0:
+    return None
+  L, ab = [], []
+  for batch in input_pipeline.eval_dataset(
+    data_dir, batch_size=batch_size, shard_index=0, shard_count=1
+  ):
+    keep = np.asarray(batch['mask'])
+    L.append(np.asarray(batch['L'])[keep])
+    ab.append(np.asarray(batch['ab'])[keep])
+    if sum(len(x) for x in L) >= count:
+      break
+  return {'L': np.concatenate(L)[:count], 'ab': np.concatenate(ab)[:count]}
+
+
+def evaluate(eval_fn, params, config):
+  """Mean validation loss over this process' val slice, summed over processes."""
+  totals = np.zeros(2, np.float64)
+  for i, batch in enumerate(
+    input_pipeline.eval_dataset(config.data_dir, batch_size=config.batch_size)
+  ):
+    if config.eval_batches and i >= config.eval_batches:
+      break
+    out = eval_fn(params, batch)
+    totals += [float(out['loss_sum']), float(out['count'])]
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    totals = np.asarray(multihost_utils.process_allgather(totals)).sum(axis=0)
+  return totals[0] / max(totals[1], 1.0)
+
+
+def _write_samples(writer, workdir, step, predict_fn, params, samples):
+  from colorjax import records  # pylint: disable=g-import-not-at-top
+
+  L, ab = records.dequantize(samples['L'], samples['ab'])
+  pred = np.asarray(predict_fn(params, L))
+  grid = summaries.sample_grid(L, ab, pred)
+  path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
+  if writer.enabled:
+    from colorjax import visualize  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    visualize.save_png(path, grid)
+    writer.image(step, 'samples', grid)
+  return path
+
+
+def train_and_evaluate(config: TrainConfig, workdir):
+  """Trains (resuming from workdir's newest checkpoint), evaluates and logs; see module doc.
+
+  Args:
+    config: the run's TrainConfig.
+    workdir: output folder (created if missing).
+
+  Returns:
+    A dict: 'state' (the final TrainState as host NumPy arrays), 'step', 'loss' (the last
+    logged training loss, or None), 'val_loss' (the last one, or None), 'preempted' (True when
+    SIGTERM stopped the run) and 'samples' (path of the last sample grid, or None).
+  """
+  pidx, pcount = parallel.initialize_distributed(
+    config.coordinator_address, config.num_processes, config.process_id
+  )
+  is_main = pidx == 0
+  os.makedirs(workdir, exist_ok=True)
+  if config.sample_data:
+    from data_prep import builder  # pylint: disable=g-import-not-at-top
+
+    if is_main:
+      builder.ensure_sample_records(config.data_dir, config.image_size)
+  model_config = config.model_config()
+  if is_main:
+    with open(os.path.join(workdir, 'model.json'), 'w') as f:
+      f.write(model_config.to_json())
+    with open(os.path.join(workdir, 'train_config.json'), 'w') as f:
+      import json  # pylint: disable=g-import-not-at-top
+
+      json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+
+  model = models.create_model(model_config)
+  tx = config.optimizer()
+  step_fn, eval_fn, predict_fn = train.bind(model, tx, model_config, config.augment_config())
+  runner = parallel.make_runner(config.parallel, step_fn, config.batch_size)
+  eval_fn, predict_fn = jax.jit(eval_fn), jax.jit(predict_fn)
+  num_steps = config.total_steps
+  local_batch = config.batch_size // pcount
+  if local_batch * pcount != config.batch_size:
+    raise ValueError(f'batch_size {config.batch_size} does not split over {pcount} processes')
+
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config.image_size))(init_rng)
+  data_iter = iter(
+    input_pipeline.train_dataset(
+      config.data_dir, batch_size=local_batch, seed=config.seed, worker_count=config.worker_count
+    )
+  )
+  manager = checkpoint.make_manager(
+    workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
+  )
+  restored = checkpoint.restore_latest(manager, state, data_iter)
+  if restored is not None:
+    state, data_iter = restored
+  start = int(_host(state.step))
+  placed = runner.put_state(state)
+  del state
+  index = parallel.global_example_index(local_batch, pidx, pcount)
+  samples = load_samples(config.data_dir, config.num_samples, config.batch_size)
+  writer = summaries.MetricWriter(workdir, enabled=is_main)
+  result = {'loss': None, 'val_loss': None, 'preempted': False, 'samples': None}
+  if is_main and start:
+    print(f'resuming from the checkpoint at step {start}')
+
+  window, window_start, pending, last_saved = [], time.perf_counter(), None, start
+  bar = tqdm.tqdm(
+    total=num_steps, initial=start, desc='train', disable=not is_main, dynamic_ncols=True
+  )
+  try:
+    with _SigtermFlag() as sigterm:
+      for step in range(start, num_steps):
+        batch = next(data_iter)
+        batch = {'L': batch['L'], 'ab': batch['ab'], 'index': index}
+        placed, metrics = runner.step(placed, batch, jax.random.fold_in(train_rng, step))
+        done = step + 1
+        # Check the previous step while this one runs; sync on steps that log or save.
+        if pending is not None:
+          window.append(_check_finite(*pending, manager))
+        pending = (done, metrics)
+        bar.update(1)
+        is_log = done % config.log_every == 0 or done == num_steps
+        is_eval = done % config.eval_every == 0 or done == num_steps
+        is_ckpt = done % config.checkpoint_every == 0 or done == num_steps or sigterm.raised
+        if not (is_log or is_eval or is_ckpt):
+          continue
+        window.append(_check_finite(*pending, manager))
+        pending = None
+        if is_log:
+          now = time.perf_counter()
+          row = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+          row['images_per_sec'] = len(window) * config.batch_size / (now - window_start)
+          row['learning_rate'] = float(
+            train.learning_rate_schedule(
+              config.learning_rate, num_steps, config.warmup_steps, config.decay
+            )(done)
+          )
+          writer.scalars(done, row)
+          bar.set_postfix(loss=f'{row["loss"]:.4f}', img_s=f'{row["images_per_sec"]:.1f}')
+          result['loss'] = row['loss']
+          window, window_start = [], now
+        if is_ckpt:
+          checkpoint.save(manager, done, runner.get_state(placed), data_iter)
+          last_saved = done
+        if is_eval:
+          params = runner.local_params(placed)
+          result['val_loss'] = evaluate(eval_fn, params, config)
+          writer.scalars(done, {'val_loss': result['val_loss']})
+          if samples is not None:
+            result['samples'] = _write_samples(writer, workdir, done, predict_fn, params, samples)
+          window_start = time.perf_counter()
+        if sigterm.raised:
+          result['preempted'] = True
+          if is_main:
+            print(f'\nSIGTERM: saved the checkpoint at step {done} and stopped')
+          break
+      if pending is not None:
+        _check_finite(*pending, manager)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  final = _host(runner.get_state(placed))
+  result.update(state=final, step=int(final.step), last_checkpoint=last_saved)
+  if is_main and result['samples']:
+    print(f'sample colorizations: {os.path.abspath(result["samples"])}')
+  return result

@@ -1,0 +1,50 @@
+"""Trains a colorization network: python -m launch.train --flagfile=launch/configs/NAME.flags.
+
+Every colorjax.train_config.TrainConfig field is a flag of the same name (help: `--helpfull`),
+plus --workdir; flags given after --flagfile override it; an unknown flag is an error.
+"""
+
+import dataclasses
+
+from absl import app, flags
+
+from colorjax import train_config, trainer
+
+_DEFINE = {
+  bool: flags.DEFINE_bool,
+  int: flags.DEFINE_integer,
+  float: flags.DEFINE_float,
+  str: flags.DEFINE_string,
+}
+
+
+def define_flags(flag_values=flags.FLAGS):
+  """--workdir and one absl flag per TrainConfig field, with its default and help."""
+  flags.DEFINE_string(
+    'workdir',
+    None,
+    'output folder: checkpoints, logs, samples (resumes there)',
+    flag_values=flag_values,
+  )
+  for field in dataclasses.fields(train_config.TrainConfig):
+    _DEFINE[field.type](field.name, field.default, field.metadata['help'], flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The TrainConfig the parsed flags describe."""
+  names = [f.name for f in dataclasses.fields(train_config.TrainConfig)]
+  return train_config.TrainConfig(**{n: flag_values[n].value for n in names})
+
+
+define_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  trainer.train_and_evaluate(config_from_flags(), flags.FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('workdir')
+  app.run(main)
