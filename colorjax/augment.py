@@ -81,15 +81,17 @@ def sampling_matrix(angle, scale, flip):
   return jnp.array([[cos, sin * flip], [-sin, cos * flip]])
 
 
-def _tap_index(idx, n, fill):
-  """Integer sample positions -> valid indices (and, for 'constant', a 0/1 in-bounds weight)."""
-  if fill == 'nearest':
-    return jnp.clip(idx, 0, n - 1), None
-  if fill == 'reflect':  # half-sample symmetric: ... b a | a b ... z | z y ...
-    period = jnp.mod(idx, 2 * n)
-    return jnp.where(period < n, period, 2 * n - 1 - period), None
-  inside = (idx >= 0) & (idx < n)
-  return jnp.clip(idx, 0, n - 1), inside.astype(jnp.float32)
+def _fold(t, n, fill):
+  """Maps sample positions into the range whose edge-clamped bilinear value equals `fill`'s.
+
+  Continuous in t, so rounding differences between recomputations cannot make a jump.
+  """
+  if fill == 'reflect':  # half-sample symmetric about -0.5 and n - 0.5: a triangle wave
+    t = jnp.mod(t + 0.5, 2.0 * n)
+    t = jnp.where(t < n, t, 2.0 * n - t) - 0.5
+  if fill == 'constant':  # one ring of zeros in front of the image: position + 1
+    return jnp.clip(t + 1.0, 0.0, n + 1.0)
+  return jnp.clip(t, 0.0, n - 1.0)
 
 
 def transform_image(image_HxWxC, angle, scale, flip, fill='nearest'):
@@ -106,21 +108,33 @@ def transform_image(image_HxWxC, angle, scale, flip, fill='nearest'):
     jnp.arange(w, dtype=jnp.float32) - center[1],
     indexing='ij',
   )
-  y = m[0, 0] * yy + m[0, 1] * xx + center[0]
-  x = m[1, 0] * yy + m[1, 1] * xx + center[1]
-  y0, x0 = jnp.floor(y), jnp.floor(x)
-  wy, wx = y - y0, x - x0
-  y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-  flat = image_HxWxC.reshape(h * w, c)
+  y = _fold(m[0, 0] * yy + m[0, 1] * xx + center[0], h, fill)
+  x = _fold(m[1, 0] * yy + m[1, 1] * xx + center[1], w, fill)
+  if fill == 'constant':  # zeros: 1 row/col before, 2 after (the second tap of the last one)
+    padded = jnp.pad(image_HxWxC, ((1, 2), (1, 2), (0, 0)))
+  else:  # one replicated row/col after, for the second tap of the last position
+    padded = jnp.pad(image_HxWxC, ((0, 1), (0, 1), (0, 0)), mode='edge')
+  hp, wp = padded.shape[:2]
+  # Each tap gathers its own (row, col) along with the pixel, and weights come from those
+  # gathered positions (tent functions). XLA may recompute y and x in several fusions with
+  # different rounding (FMA contraction); weights computed from floor(y) in one fusion and
+  # indices from floor(y) in another would pick the wrong pixel wherever y is within 1e-6 of
+  # an integer. Tent weights of the gathered positions stay right for any such copy of y.
+  rows, cols = jnp.meshgrid(
+    jnp.arange(hp, dtype=jnp.float32), jnp.arange(wp, dtype=jnp.float32), indexing='ij'
+  )
+  table = jnp.concatenate([padded.astype(jnp.float32), rows[..., None], cols[..., None]], -1)
+  table = table.reshape(hp * wp, c + 2)
+  y0 = jnp.clip(jnp.floor(y).astype(jnp.int32), 0, hp - 2)
+  x0 = jnp.clip(jnp.floor(x).astype(jnp.int32), 0, wp - 2)
   out = jnp.zeros((h, w, c), jnp.float32)
-  for dy, weight_y in ((0, 1.0 - wy), (1, wy)):
-    iy, in_y = _tap_index(y0 + dy, h, fill)
-    for dx, weight_x in ((0, 1.0 - wx), (1, wx)):
-      ix, in_x = _tap_index(x0 + dx, w, fill)
-      weight = weight_y * weight_x
-      if in_y is not None:
-        weight = weight * in_y * in_x
-      out = out + weight[..., None] * flat[iy * w + ix]
+  for dy in (0, 1):
+    for dx in (0, 1):
+      tap = table[(y0 + dy) * wp + (x0 + dx)]
+      weight = jnp.maximum(1.0 - jnp.abs(y - tap[..., c]), 0.0) * jnp.maximum(
+        1.0 - jnp.abs(x - tap[..., c + 1]), 0.0
+      )
+      out = out + weight[..., None] * tap[..., :c]
   return out
 
 
