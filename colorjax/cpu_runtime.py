@@ -1,4 +1,4 @@
-"""Runs an exported ONNX colorizer on the CPU with OpenVINO or ONNX Runtime, in fp32, bf16 or int8."""
+"""Runs an exported ONNX colorizer on the CPU (OpenVINO or ONNX Runtime; fp32, bf16 or int8)."""
 
 import pathlib
 import tempfile
@@ -18,7 +18,7 @@ class _CalibrationReader:
   """onnxruntime.quantization's calibration protocol over a stack of L images, one at a time."""
 
   def __init__(self, input_name, L_NxHxWx1):
-    self._feeds = iter([{input_name: L_NxHxWx1[i:i + 1]} for i in range(len(L_NxHxWx1))])
+    self._feeds = iter([{input_name: L_NxHxWx1[i : i + 1]} for i in range(len(L_NxHxWx1))])
 
   def get_next(self):
     return next(self._feeds, None)
@@ -41,9 +41,14 @@ def quantize_int8(onnx_path, int8_path, calibration_L):
   input_name = model.graph.input[0].name
   calibration_L = _check_L(calibration_L, _image_size(model))
   quantization.quantize_static(
-      str(onnx_path), str(int8_path), _CalibrationReader(input_name, calibration_L),
-      quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-      activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8)
+    str(onnx_path),
+    str(int8_path),
+    _CalibrationReader(input_name, calibration_L),
+    quant_format=quantization.QuantFormat.QDQ,
+    per_channel=True,
+    activation_type=quantization.QuantType.QUInt8,
+    weight_type=quantization.QuantType.QInt8,
+  )
   return pathlib.Path(int8_path)
 
 
@@ -55,8 +60,9 @@ def _image_size(model):
 def _check_L(L, image_shape):
   L = np.asarray(L, np.float32)
   if L.ndim != 4 or L.shape[1:] != tuple(image_shape):
-    raise ValueError(f'L must have shape (B, {", ".join(map(str, image_shape))}) to fit this '
-                     f'model, got {L.shape}')
+    raise ValueError(
+      f'L must have shape (B, {", ".join(map(str, image_shape))}) to fit this model, got {L.shape}'
+    )
   if L.shape[0] == 0:
     raise ValueError('L holds no images')
   return np.ascontiguousarray(L)
@@ -82,8 +88,9 @@ def _onnxruntime_fn(model_path, num_threads):
   return lambda L: np.asarray(session.run(None, {name: L})[0], np.float32)
 
 
-def cpu_runtime(onnx_path, backend='openvino', precision='fp32', num_threads=None,
-                calibration_L=None):
+def cpu_runtime(
+  onnx_path, backend='openvino', precision='fp32', num_threads=None, calibration_L=None
+):
   """A CPU colorize function for an exported model (same contract as colorjax colorize).
 
   Args:
@@ -103,8 +110,10 @@ def cpu_runtime(onnx_path, backend='openvino', precision='fp32', num_threads=Non
   if precision not in PRECISIONS:
     raise ValueError(f'unknown precision {precision!r}; choose from {PRECISIONS}')
   if precision == 'bf16' and backend != 'openvino':
-    raise ValueError("precision='bf16' needs backend='openvino' (ONNX Runtime's CPU provider "
-                     'has no bfloat16 convolutions)')
+    raise ValueError(
+      "precision='bf16' needs backend='openvino' (ONNX Runtime's CPU provider "
+      'has no bfloat16 convolutions)'
+    )
   if precision == 'int8' and calibration_L is None:
     raise ValueError("precision='int8' needs calibration_L: a few (N, H, W, 1) L images")
   onnx_path = pathlib.Path(onnx_path)

@@ -1,4 +1,4 @@
-"""Exports a colorization model to ONNX: L (B, H, W, 1) in [0, 100] -> ab (B, H, W, 2) in Lab units."""
+"""Exports a colorizer to ONNX: L (B, H, W, 1) in [0, 100] -> ab (B, H, W, 2) in Lab units."""
 
 import dataclasses
 import pathlib
@@ -12,7 +12,7 @@ INPUT_NAME = 'L'
 OUTPUT_NAME = 'ab'
 # jax2onnx 0.17 pins orbax-checkpoint<0.11.37 in its metadata but never imports orbax, so it is
 # installed without its dependencies next to the packages it does use.
-CPU_INSTALL = ("pip install 'colorjax[cpu]' && pip install --no-deps jax2onnx==0.17.1")
+CPU_INSTALL = "pip install 'colorjax[cpu]' && pip install --no-deps jax2onnx==0.17.1"
 
 
 def require(module_name):
@@ -23,8 +23,9 @@ def require(module_name):
     return importlib.import_module(module_name)
   except ImportError as e:
     raise ImportError(
-        f'{module_name} is needed for ONNX export and CPU inference; install the [cpu] extra: '
-        f'{CPU_INSTALL}') from e
+      f'{module_name} is needed for ONNX export and CPU inference; install the [cpu] extra: '
+      f'{CPU_INSTALL}'
+    ) from e
 
 
 def ab_from_output(config, output):
@@ -62,8 +63,13 @@ def export_onnx(model_config, params, path, image_size=256):
     return ab_from_output(config, model.apply({'params': params}, L_BxHxWx1))
 
   proto = jax2onnx.to_onnx(
-      colorize_BxHxWx1, [('B', image_size, image_size, 1)], model_name=f'colorjax_{config.name}',
-      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], return_mode='proto')
+    colorize_BxHxWx1,
+    [('B', image_size, image_size, 1)],
+    model_name=f'colorjax_{config.name}',
+    input_names=[INPUT_NAME],
+    output_names=[OUTPUT_NAME],
+    return_mode='proto',
+  )
   meta = {'colorjax_model_config': model_config.to_json(), 'colorjax_image_size': str(image_size)}
   for key, value in meta.items():
     entry = proto.metadata_props.add()

@@ -21,8 +21,10 @@ PHOTOS = ('astronaut', 'chelsea', 'coffee')
 
 @pytest.fixture(scope='module')
 def photos_L():
-  rgb = [skimage.transform.resize(getattr(skimage.data, name)(), (SIZE, SIZE), anti_aliasing=True)
-         for name in PHOTOS]
+  rgb = [
+    skimage.transform.resize(getattr(skimage.data, name)(), (SIZE, SIZE), anti_aliasing=True)
+    for name in PHOTOS
+  ]
   return np.stack([lab.rgb_to_lab(np.asarray(x, np.float32))[..., :1] for x in rgb])
 
 
@@ -33,8 +35,9 @@ def exported(tmp_path_factory, photos_L):
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))['params']
   ab = np.asarray(model.apply({'params': params}, photos_L)) * constants.AB_SCALE
-  path = onnx_export.export_onnx(config, params, tmp_path_factory.mktemp('onnx') / 'seed.onnx',
-                                 image_size=SIZE)
+  path = onnx_export.export_onnx(
+    config, params, tmp_path_factory.mktemp('onnx') / 'seed.onnx', image_size=SIZE
+  )
   return path, ab
 
 
@@ -70,14 +73,16 @@ def test_dynamic_batch(backend, exported, photos_L):
   np.testing.assert_allclose(run(photos_L[[2, 0, 1]]), ab_jax[[2, 0, 1]], rtol=0, atol=1e-3)
 
 
-@pytest.mark.parametrize('backend,precision', [('openvino', 'bf16'), ('openvino', 'int8'),
-                                               ('onnxruntime', 'int8')])
+@pytest.mark.parametrize(
+  'backend,precision', [('openvino', 'bf16'), ('openvino', 'int8'), ('onnxruntime', 'int8')]
+)
 def test_reduced_precision_stays_close(backend, precision, exported, photos_L):
   pytest.importorskip(backend)
   pytest.importorskip('onnxruntime')  # int8 calibration uses onnxruntime.quantization
   path, ab_jax = exported
-  run = cpu_runtime_lib.cpu_runtime(path, backend=backend, precision=precision,
-                                    calibration_L=photos_L)
+  run = cpu_runtime_lib.cpu_runtime(
+    path, backend=backend, precision=precision, calibration_L=photos_L
+  )
   ab = run(photos_L)
   assert ab.shape == ab_jax.shape
   # bf16 keeps 8 mantissa bits and int8 256 levels: a few ab units at most, on average under 1.
