@@ -14,6 +14,7 @@ import zlib
 import grain
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 from PIL import Image, ImageOps
 from skimage import color as skcolor
 
@@ -184,6 +185,8 @@ def test_cli_builds_records_matching_skimage_and_lists_skips(folder, tmp_path):
     'train-00000-of-00002.array_record',
     'train-00001-of-00002.array_record',
   ]
+  reader = array_record_module.ArrayRecordReader(str(out / manifest['shards'][0]['file']))
+  assert reader.writer_options_string().startswith('group_size:1,')  # fast random access
   examples = _read_all([str(out / s['file']) for s in manifest['shards']])
   assert [ex['id'] for ex in examples] == GOOD  # sorted input order
   for ex in examples:
