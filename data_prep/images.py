@@ -96,7 +96,8 @@ def load_rgb8(source, image_size, *, resize='crop', min_size=64, max_pixels=None
     if img.format == 'JPEG':
       img.draft('RGB', (image_size, image_size))  # DCT-domain downscale while >= image_size
     img.load()
-    img = to_rgb(ImageOps.exif_transpose(img))
+    ImageOps.exif_transpose(img, in_place=True)  # a no-op (no copy) for most photos
+    img = to_rgb(img)
   except Exception as e:  # pylint: disable=broad-except  (truncated, corrupt, odd modes)
     raise Skip('unreadable', f'{type(e).__name__}: {e}') from None
   img = img.resize((image_size, image_size), RESAMPLE, box=resize_box(img.size, resize))
@@ -117,24 +118,17 @@ _PAIR_BIN = _PAIR_BIN[:, 0] * constants.AB_GRID_SIZE + _PAIR_BIN[:, 1]
 _PAIR_CHROMA = np.hypot(_PAIR_AB[:, 0], _PAIR_AB[:, 1])
 
 
-def ab_pair_counts(ab_q):
-  """int8 ab codes (..., 2) -> int64 (65536,) counts of each (a, b) code pair."""
+def ab_statistics(ab_q):
+  """int8 ab codes (..., 2) -> (int64 (AB_GRID_SIZE,) * 2 histogram, rows a and columns b;
+  mean chroma sqrt(a^2 + b^2) of the codes)."""
   pairs = np.ascontiguousarray(ab_q, np.int8).view(np.uint16).reshape(-1)
-  return np.bincount(pairs, minlength=2**16)
-
-
-def ab_histogram(pair_counts):
-  """Pair counts -> int64 (AB_GRID_SIZE, AB_GRID_SIZE) histogram; rows a, columns b."""
-  present = np.flatnonzero(pair_counts)  # a photo holds a few thousand of the 65536 pairs
-  hist = np.bincount(
-    _PAIR_BIN[present], weights=pair_counts[present], minlength=constants.AB_GRID_SIZE**2
-  )
-  return hist.astype(np.int64).reshape(constants.AB_GRID_SIZE, constants.AB_GRID_SIZE)
-
-
-def mean_chroma(pair_counts):
-  """Pair counts -> mean sqrt(a^2 + b^2) of the quantized ab."""
-  return float(pair_counts @ _PAIR_CHROMA / max(pair_counts.sum(), 1))
+  counts = np.bincount(pairs, minlength=2**16)
+  present = np.flatnonzero(counts)  # a photo holds a few thousand of the 65536 pairs
+  weights = counts[present].astype(np.float64)
+  hist = np.bincount(_PAIR_BIN[present], weights=weights, minlength=constants.AB_GRID_SIZE**2)
+  hist = hist.astype(np.int64).reshape(constants.AB_GRID_SIZE, constants.AB_GRID_SIZE)
+  chroma = float(weights @ _PAIR_CHROMA[present]) / max(pairs.size, 1)
+  return hist, chroma
 
 
 def make_record(
@@ -148,9 +142,7 @@ def make_record(
   rgb = load_rgb8(source, image_size, resize=resize, min_size=min_size, max_pixels=max_pixels)
   lab_hw3 = lab.rgb8_to_lab(rgb)
   ab_q = records.quantize_ab(lab_hw3[..., 1:])
-  counts = ab_pair_counts(ab_q)
-  chroma = mean_chroma(counts)
+  hist, chroma = ab_statistics(ab_q)
   if chroma < gray_chroma:
     raise Skip('grayscale', f'mean chroma {chroma:.2f} < {gray_chroma}')
-  record = records.encode_example(records.quantize_L(lab_hw3[..., 0]), ab_q, id)
-  return record, ab_histogram(counts)
+  return records.encode_example(records.quantize_L(lab_hw3[..., 0]), ab_q, id), hist
