@@ -1,0 +1,279 @@
+"""Colorizing with a trained network: load, colorize(params, L), colorize_image(params, photo)."""
+
+import pathlib
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image, ImageOps
+
+from colorjax import constants, lab, models
+
+MODEL_JSON = 'model.json'
+_PIXELS_PER_CHUNK = 1 << 20  # full-resolution pixels joined at a time: bounds memory for any photo
+
+
+@flax.struct.dataclass
+class Colorizer:
+  """A network's params (pytree child) with its ModelConfig (static), as colorize takes them."""
+
+  params: Any
+  config: models.ModelConfig = flax.struct.field(pytree_node=False)
+
+
+def colorize(params, L, *, temperature=None):
+  """Predicts ab for L; pure and jit-able.
+
+  Args:
+    params: a Colorizer (from `load`).
+    L: lightness in Lab units [0, 100], shape (H, W), (H, W, 1) or (B, H, W, 1); H and W must
+      suit the network (multiples of 8 for the seed model).
+    temperature: annealed-mean temperature of a classification model (None: its default);
+      regression models take none.
+
+  Returns:
+    ab in Lab units, shape (H, W, 2) or (B, H, W, 2) following L.
+  """
+  if not isinstance(params, Colorizer):
+    raise TypeError(f'colorize takes the Colorizer that colorjax.load returns, got {type(params)}')
+  L = jnp.asarray(L, jnp.float32)
+  if L.ndim == 2:
+    L_BxHxWx1, squeeze = L[None, :, :, None], True
+  elif L.ndim == 3 and L.shape[-1] == 1:
+    L_BxHxWx1, squeeze = L[None], True
+  elif L.ndim == 4 and L.shape[-1] == 1:
+    L_BxHxWx1, squeeze = L, False
+  else:
+    raise ValueError(f'L must have shape (H, W), (H, W, 1) or (B, H, W, 1), got {L.shape}')
+  output = models.create_model(params.config).apply(params.params, L_BxHxWx1)
+  decode = getattr(models, 'decode', None)
+  if decode is not None:
+    ab_BxHxWx2 = decode(params.config, output, temperature=temperature)
+  elif temperature is not None:
+    raise ValueError(f'a {params.config.loss!r} model takes no temperature')
+  else:
+    ab_BxHxWx2 = jnp.clip(output * constants.AB_SCALE, -constants.AB_MAX, constants.AB_MAX)
+  if ab_BxHxWx2.shape[:3] != L_BxHxWx1.shape[:3]:
+    raise ValueError(f'the {params.config.name!r} network cannot take a {L.shape} input '
+                     f'(it returned {ab_BxHxWx2.shape}); use a size divisible by 8')
+  return ab_BxHxWx2[0] if squeeze else ab_BxHxWx2
+
+
+_colorize_jit = jax.jit(colorize, static_argnames='temperature')
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: a training workdir (latest step) or an exported params-only directory.
+
+
+def _float32(tree):
+  return jax.tree.map(
+      lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def load(path, step=None):
+  """Reads a training workdir or an exported params-only checkpoint into a Colorizer.
+
+  Args:
+    path: a directory holding model.json and either checkpoints/ (training: the latest or the
+      given step is read) or params/ (written by `export_params`).
+    step: the training step to read (default: the latest); not used for exported params.
+
+  Returns:
+    A Colorizer with float32 params, ready for colorize / jax.jit(colorize).
+  """
+  path = pathlib.Path(path).resolve()
+  if not (path / MODEL_JSON).is_file():
+    raise FileNotFoundError(f'{path} has no {MODEL_JSON}: not a training workdir or an export')
+  config = models.ModelConfig.from_json((path / MODEL_JSON).read_text())
+  if (path / 'params').is_dir():
+    params = ocp.StandardCheckpointer().restore(path / 'params')
+  elif (path / 'checkpoints').is_dir():
+    with ocp.CheckpointManager(path / 'checkpoints') as mngr:
+      step = mngr.latest_step() if step is None else step
+      if step is None:
+        raise FileNotFoundError(f'{path / "checkpoints"} holds no checkpoint yet')
+      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    params = restored['state']['params']
+  else:
+    raise FileNotFoundError(f'{path} has neither checkpoints/ nor params/')
+  return Colorizer(params=_float32(params), config=config)
+
+
+def export_params(checkpoint, output, *, dtype='float32', step=None):
+  """Writes a params-only checkpoint (model.json + params/) of a checkpoint; returns its bytes."""
+  if dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f'dtype must be float32 or bfloat16, got {dtype!r}')
+  colorizer = load(checkpoint, step=step)
+  output = pathlib.Path(output).resolve()
+  if output.exists():
+    raise FileExistsError(f'{output} exists; choose a new path')
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(dtype)), colorizer.params)
+  output.mkdir(parents=True)
+  (output / MODEL_JSON).write_text(colorizer.config.to_json())
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(output / 'params', params)
+  return sum(f.stat().st_size for f in output.rglob('*') if f.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos of any size: the network runs at its training size, ab is upsampled and joined to the
+# full-resolution L, then the chroma is reduced where needed to stay inside sRGB.
+
+
+def read_image(image):
+  """A path, PIL image or uint8 array (H, W[, 1|3|4]) -> uint8 (H, W) gray or (H, W, 3) RGB."""
+  if isinstance(image, (str, pathlib.Path)):
+    with Image.open(image) as pil:
+      return read_image(ImageOps.exif_transpose(pil))
+  if isinstance(image, Image.Image):
+    gray = image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F')
+    image = np.asarray(image.convert('L' if gray else 'RGB'))
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f'expected a uint8 image, got {image.dtype}')
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  elif image.ndim == 3 and image.shape[-1] == 4:
+    image = image[..., :3]
+  if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)) or 0 in image.shape:
+    raise ValueError(f'expected a grayscale or RGB image, got shape {image.shape}')
+  return image
+
+
+_GRAY8_TO_L = lab.rgb8_to_lab(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))[:, 0]
+
+
+def lightness(image_u8):
+  """Full-resolution L (H, W) float32 of a uint8 gray or RGB image, converted in row chunks."""
+  if image_u8.ndim == 2:
+    return _GRAY8_TO_L[image_u8]
+  L = np.empty(image_u8.shape[:2], np.float32)
+  rows = max(1, _PIXELS_PER_CHUNK // L.shape[1])
+  for r in range(0, L.shape[0], rows):
+    L[r:r + rows] = lab.rgb8_to_lab(image_u8[r:r + rows])[..., 0]
+  return L
+
+
+def model_input(image_u8, size):
+  """L (size, size) of the photo squashed to size x size with an antialiasing (Lanczos) filter."""
+  pil = Image.fromarray(image_u8)
+  small = np.asarray(pil.resize((size, size), Image.LANCZOS, reducing_gap=3.0))
+  return lightness(small)
+
+
+def _bilinear_taps(n_out, n_in):
+  """Source indices and weights of half-pixel bilinear resampling (as jax.image.resize)."""
+  x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+  x = np.clip(x, 0, n_in - 1)
+  x0 = np.floor(x).astype(np.int64)
+  x1 = np.minimum(x0 + 1, n_in - 1)
+  return x0, x1, (x - x0).astype(np.float32)
+
+
+def upsample_rows(ab_hxwx2, height, width, r0, r1):
+  """Rows r0:r1 of ab (h, w, 2) bilinearly resized to (height, width, 2)."""
+  y0, y1, wy = (t[r0:r1] for t in _bilinear_taps(height, ab_hxwx2.shape[0]))
+  x0, x1, wx = _bilinear_taps(width, ab_hxwx2.shape[1])
+  rows = ab_hxwx2[y0] * (1 - wy)[:, None, None] + ab_hxwx2[y1] * wy[:, None, None]
+  return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+
+
+def _linear_rgb(L_N, ab_Nx2):
+  """Unclipped linear RGB (N, 3) of Lab pixels (jnp)."""
+  fy = (L_N + 16.0) / 116.0
+  f = jnp.stack([fy + ab_Nx2[:, 0] / 500.0, fy, fy - ab_Nx2[:, 1] / 200.0], axis=-1)
+  xyz = lab._f_inv(f, jnp)  # pylint: disable=protected-access
+  return xyz @ jnp.asarray((lab.RGB_FROM_XYZ * lab.D65_WHITE[None, :]).T, jnp.float32)
+
+
+def fit_gamut(L_N, ab_Nx2, iterations=8):
+  """Scales the chroma of out-of-sRGB pixels down to the gamut's edge, keeping L and hue (jnp).
+
+  Clipping RGB instead would change the lightness; with this the output keeps the input's L.
+  ab is first clamped to [-AB_MAX, AB_MAX]; the edge is found by bisection on the chroma scale.
+  """
+  ab_Nx2 = jnp.clip(ab_Nx2, -constants.AB_MAX, constants.AB_MAX)
+
+  def inside(scale_N):
+    rgb = _linear_rgb(L_N, ab_Nx2 * scale_N[:, None])
+    return jnp.all((rgb >= -1e-6) & (rgb <= 1 + 1e-6), axis=-1)
+
+  def bisect(_, lo_hi):
+    lo, hi = lo_hi
+    mid = (lo + hi) / 2
+    ok = inside(mid)
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  ones = jnp.ones(L_N.shape, jnp.float32)
+  lo, _ = jax.lax.fori_loop(0, iterations, bisect, (0 * ones, ones))  # scale 0 (gray) is inside
+  return ab_Nx2 * jnp.where(inside(ones), ones, lo)[:, None]
+
+
+@jax.jit
+def _lab_pixels_to_rgb8(L_N, ab_Nx2):
+  rgb = lab.lab_to_rgb(jnp.concatenate([L_N[:, None], fit_gamut(L_N, ab_Nx2)], axis=-1))
+  return jnp.round(rgb * 255.0).astype(jnp.uint8)
+
+
+def join(L_full, ab_small):
+  """Full-resolution L (H, W) and model-size ab (h, w, 2) -> RGB uint8 (H, W, 3).
+
+  Works on chunks of whole rows, padded to one fixed pixel count (one compiled shape for all
+  photos), so memory stays bounded for any photo size.
+  """
+  height, width = L_full.shape
+  ab_small = np.asarray(ab_small, np.float32)
+  rows = max(1, _PIXELS_PER_CHUNK // width)
+  chunk = max(_PIXELS_PER_CHUNK, width)
+  rgb = np.empty((height, width, 3), np.uint8)
+  for r in range(0, height, rows):
+    r1 = min(r + rows, height)
+    n = (r1 - r) * width
+    L = np.zeros(chunk, np.float32)
+    ab = np.zeros((chunk, 2), np.float32)
+    L[:n] = L_full[r:r1].reshape(-1)
+    ab[:n] = upsample_rows(ab_small, height, width, r, r1).reshape(-1, 2)
+    rgb[r:r1] = np.asarray(_lab_pixels_to_rgb8(L, ab))[:n].reshape(r1 - r, width, 3)
+  return rgb
+
+
+def jax_predictor(params, temperature=None):
+  """A function L (B, S, S) float32 -> ab (B, S, S, 2) NumPy running the jitted network."""
+  return lambda L_BxSxS: np.asarray(
+      _colorize_jit(params, L_BxSxS[..., None], temperature=temperature))
+
+
+def colorize_images(params, images, *, predict=None, temperature=None):
+  """Colorizes several photos of any sizes with one network call; returns RGB uint8 arrays.
+
+  Args:
+    params: a Colorizer; its config.image_size is the size the network sees.
+    images: a list of paths, PIL images or uint8 arrays (gray or RGB), of any sizes.
+    predict: optional L (B, S, S) -> ab (B, S, S, 2) function (another runtime); default: JAX.
+    temperature: passed to colorize.
+
+  Returns:
+    A list of RGB uint8 arrays, each the size of its input, with the input's L.
+  """
+  predict = predict or jax_predictor(params, temperature)
+  images = [read_image(im) for im in images]
+  if not images:
+    return []
+  size = params.config.image_size
+  ab = predict(np.stack([model_input(im, size) for im in images]))
+  return [join(lightness(im), ab_i) for im, ab_i in zip(images, ab)]
+
+
+def colorize_image(params, image, *, temperature=None):
+  """Colorizes one photo of any size (see colorize_images); returns RGB uint8 (H, W, 3).
+
+  The network sees the photo squashed to config.image_size x config.image_size (antialiased);
+  its ab is upsampled bilinearly to the photo's size and joined to the photo's own L, so every
+  detail and the exact lightness stay. Chroma outside sRGB is reduced, keeping L and hue.
+  """
+  return colorize_images(params, [image], temperature=temperature)[0]
+
