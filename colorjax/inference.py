@@ -57,8 +57,10 @@ def colorize(params, L, *, temperature=None):
   else:
     ab_BxHxWx2 = jnp.clip(output * constants.AB_SCALE, -constants.AB_MAX, constants.AB_MAX)
   if ab_BxHxWx2.shape[:3] != L_BxHxWx1.shape[:3]:
-    raise ValueError(f'the {params.config.name!r} network cannot take a {L.shape} input '
-                     f'(it returned {ab_BxHxWx2.shape}); use a size divisible by 8')
+    raise ValueError(
+      f'the {params.config.name!r} network cannot take a {L.shape} input '
+      f'(it returned {ab_BxHxWx2.shape}); use a size divisible by 8'
+    )
   return ab_BxHxWx2[0] if squeeze else ab_BxHxWx2
 
 
@@ -71,7 +73,8 @@ _colorize_jit = jax.jit(colorize, static_argnames='temperature')
 
 def _float32(tree):
   return jax.tree.map(
-      lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+  )
 
 
 def load(path, step=None):
@@ -154,7 +157,7 @@ def lightness(image_u8):
   L = np.empty(image_u8.shape[:2], np.float32)
   rows = max(1, _PIXELS_PER_CHUNK // L.shape[1])
   for r in range(0, L.shape[0], rows):
-    L[r:r + rows] = lab.rgb8_to_lab(image_u8[r:r + rows])[..., 0]
+    L[r : r + rows] = lab.rgb8_to_lab(image_u8[r : r + rows])[..., 0]
   return L
 
 
@@ -244,7 +247,8 @@ def join(L_full, ab_small):
 def jax_predictor(params, temperature=None):
   """A function L (B, S, S) float32 -> ab (B, S, S, 2) NumPy running the jitted network."""
   return lambda L_BxSxS: np.asarray(
-      _colorize_jit(params, L_BxSxS[..., None], temperature=temperature))
+    _colorize_jit(params, L_BxSxS[..., None], temperature=temperature)
+  )
 
 
 def colorize_images(params, images, *, predict=None, temperature=None):
@@ -276,4 +280,3 @@ def colorize_image(params, image, *, temperature=None):
   detail and the exact lightness stay. Chroma outside sRGB is reduced, keeping L and hue.
   """
   return colorize_images(params, [image], temperature=temperature)[0]
-

@@ -1,4 +1,4 @@
-"""Colorization metrics per image (NumPy), as defined in METRICS.md: PSNR, SSIM, colorfulness, AuC."""
+"""Colorization metrics per image (NumPy) as METRICS.md defines them: PSNR, SSIM, colorfulness..."""
 
 import numpy as np
 import skimage.metrics
@@ -28,7 +28,7 @@ def _ab(ab, name):
 
 
 def psnr(gt_u8, pred_u8):
-  """20 log10(255 / sqrt(MSE)) over all pixels and channels of two uint8 RGB images (inf if equal)."""
+  """20 log10(255 / sqrt(MSE)) over all pixels and channels of uint8 RGB images (inf if equal)."""
   gt, pred = _rgb8(gt_u8, 'gt'), _rgb8(pred_u8, 'pred')
   _same_shape(gt, pred, 'psnr')
   mse = np.mean((gt.astype(np.float64) - pred.astype(np.float64)) ** 2)
@@ -83,15 +83,15 @@ def ab_bias(ab_pred, ab_gt):
 def image_metrics(gt_u8, pred_u8, ab_pred, ab_gt):
   """Every per-image metric of one prediction (RGB uint8 images, ab in Lab units) as a dict."""
   return {
-      'psnr': psnr(gt_u8, pred_u8),
-      'ssim': ssim(gt_u8, pred_u8),
-      'mse_ab': mse_ab(ab_pred, ab_gt),
-      'colorfulness': colorfulness(pred_u8),
-      'colorfulness_gt': colorfulness(gt_u8),
-      'auc': auc(ab_pred, ab_gt),
-      'chroma': chroma(ab_pred),
-      'chroma_gt': chroma(ab_gt),
-      'ab_bias': ab_bias(ab_pred, ab_gt),
+    'psnr': psnr(gt_u8, pred_u8),
+    'ssim': ssim(gt_u8, pred_u8),
+    'mse_ab': mse_ab(ab_pred, ab_gt),
+    'colorfulness': colorfulness(pred_u8),
+    'colorfulness_gt': colorfulness(gt_u8),
+    'auc': auc(ab_pred, ab_gt),
+    'chroma': chroma(ab_pred),
+    'chroma_gt': chroma(ab_gt),
+    'ab_bias': ab_bias(ab_pred, ab_gt),
   }
 
 
@@ -108,13 +108,13 @@ def summarize(per_image):
   cf, cf_gt = mean('colorfulness'), mean('colorfulness_gt')
   ch, ch_gt = mean('chroma'), mean('chroma_gt')
   return {
-      'psnr': float(np.mean(finite_psnr)) if finite_psnr else float('inf'),
-      'ssim': mean('ssim'),
-      'mse_ab': mean('mse_ab'),
-      'colorfulness': cf,
-      'colorfulness_gt': cf_gt,
-      'colorfulness_ratio': cf / cf_gt if cf_gt > 0 else float('nan'),
-      'auc': mean('auc'),
-      'chroma_ratio': ch / ch_gt if ch_gt > 0 else float('nan'),
-      'ab_bias': np.mean([m['ab_bias'] for m in per_image], axis=0).tolist(),
+    'psnr': float(np.mean(finite_psnr)) if finite_psnr else float('inf'),
+    'ssim': mean('ssim'),
+    'mse_ab': mean('mse_ab'),
+    'colorfulness': cf,
+    'colorfulness_gt': cf_gt,
+    'colorfulness_ratio': cf / cf_gt if cf_gt > 0 else float('nan'),
+    'auc': mean('auc'),
+    'chroma_ratio': ch / ch_gt if ch_gt > 0 else float('nan'),
+    'ab_bias': np.mean([m['ab_bias'] for m in per_image], axis=0).tolist(),
   }

@@ -17,16 +17,20 @@ from colorjax import constants, inference, models
 
 def random_params(config, seed):
   """LeCun-normal params of the config's network, drawn with NumPy (no slow eager model.init)."""
-  shapes = jax.eval_shape(models.create_model(config).init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, config.image_size, config.image_size, 1)))
+  shapes = jax.eval_shape(
+    models.create_model(config).init,
+    jax.random.PRNGKey(0),
+    jnp.zeros((1, config.image_size, config.image_size, 1)),
+  )
   rng = np.random.RandomState(seed)
   fan_in = lambda shape: np.prod(shape[:-1]) if len(shape) > 1 else np.inf
-  return jax.tree.map(lambda s: (rng.normal(0, 1, s.shape) / np.sqrt(fan_in(s.shape))).astype(
-      np.float32), shapes)
+  return jax.tree.map(
+    lambda s: (rng.normal(0, 1, s.shape) / np.sqrt(fan_in(s.shape))).astype(np.float32), shapes
+  )
 
 
 def write_workdir(path, image_size=64, seeds=(0,)):
-  """A training workdir as contract.md describes: model.json + one checkpoint per seed (steps 1..)."""
+  """A training workdir as contract.md describes: model.json + a checkpoint per seed (step 1..)."""
   path = pathlib.Path(path)
   path.mkdir(parents=True, exist_ok=True)
   config = models.ModelConfig(image_size=image_size)
@@ -36,8 +40,12 @@ def write_workdir(path, image_size=64, seeds=(0,)):
     for step, seed in enumerate(seeds, start=1):
       params = random_params(config, seed)
       state = {'step': jnp.int32(step), 'params': params, 'opt_state': optax.sgd(1e-3).init(params)}
-      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                              data=ocp.args.JsonSave({'position': step})))
+      mngr.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({'position': step})
+        ),
+      )
       all_params.append(params)
   return config, all_params
 
@@ -118,8 +126,9 @@ def test_colorize_bad_inputs(workdir, colorizer):
 def test_upsample_rows_matches_jax_image_resize():
   ab = np.random.RandomState(0).normal(0, 30, (8, 6, 2)).astype(np.float32)
   expected = np.asarray(jax.image.resize(ab, (37, 23, 2), 'bilinear', antialias=False))
-  got = np.concatenate([inference.upsample_rows(ab, 37, 23, r, min(r + 10, 37))
-                        for r in range(0, 37, 10)])
+  got = np.concatenate(
+    [inference.upsample_rows(ab, 37, 23, r, min(r + 10, 37)) for r in range(0, 37, 10)]
+  )
   np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -136,15 +145,21 @@ def test_fit_gamut_keeps_L_and_hue():
   # Inside sRGB: skimage's unclipped conversion stays in [0, 1] and gives back the same L.
   lab_px = np.concatenate([L[:, None], fitted], -1).astype(np.float64)
   xyz = skimage.color.lab2xyz(lab_px[None])[0]
-  lin = xyz @ np.linalg.inv(np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
-                                      [0.019334, 0.119193, 0.950227]])).T
+  xyz_from_rgb = [
+    [0.412453, 0.357580, 0.180423],
+    [0.212671, 0.715160, 0.072169],
+    [0.019334, 0.119193, 0.950227],
+  ]  # sRGB primaries, D65
+  lin = xyz @ np.linalg.inv(np.array(xyz_from_rgb)).T
   assert lin.min() > -1e-4 and lin.max() < 1 + 1e-4
   assert (scale < 1).mean() > 0.3  # most random colors were outside and got fitted
   # In-gamut pixels are untouched.
   inside = np.array([[50.0, 10.0, -10.0], [70.0, -20.0, 30.0]], np.float32)
   np.testing.assert_allclose(
-      np.asarray(inference.fit_gamut(jnp.asarray(inside[:, 0]), jnp.asarray(inside[:, 1:]))),
-      inside[:, 1:], atol=1e-5)
+    np.asarray(inference.fit_gamut(jnp.asarray(inside[:, 0]), jnp.asarray(inside[:, 1:]))),
+    inside[:, 1:],
+    atol=1e-5,
+  )
 
 
 def _check_keeps_lightness(image, out):

@@ -65,11 +65,28 @@ def test_bias_chroma_and_mse_of_constant_shift():
 
 def test_summarize_means_and_ratios():
   per_image = [
-      {'psnr': 20.0, 'ssim': 0.5, 'mse_ab': 0.01, 'colorfulness': 10.0, 'colorfulness_gt': 20.0,
-       'auc': 90.0, 'chroma': 4.0, 'chroma_gt': 8.0, 'ab_bias': [1.0, 2.0]},
-      {'psnr': math.inf, 'ssim': 1.0, 'mse_ab': 0.03, 'colorfulness': 20.0,
-       'colorfulness_gt': 40.0, 'auc': 100.0, 'chroma': 2.0, 'chroma_gt': 12.0,
-       'ab_bias': [3.0, -2.0]},
+    {
+      'psnr': 20.0,
+      'ssim': 0.5,
+      'mse_ab': 0.01,
+      'colorfulness': 10.0,
+      'colorfulness_gt': 20.0,
+      'auc': 90.0,
+      'chroma': 4.0,
+      'chroma_gt': 8.0,
+      'ab_bias': [1.0, 2.0],
+    },
+    {
+      'psnr': math.inf,
+      'ssim': 1.0,
+      'mse_ab': 0.03,
+      'colorfulness': 20.0,
+      'colorfulness_gt': 40.0,
+      'auc': 100.0,
+      'chroma': 2.0,
+      'chroma_gt': 12.0,
+      'ab_bias': [3.0, -2.0],
+    },
   ]
   s = metrics.summarize(per_image)
   assert s['psnr'] == 20.0 and s['ssim'] == 0.75 and s['mse_ab'] == pytest.approx(0.02)
@@ -84,8 +101,17 @@ def test_image_metrics_keys_and_bad_inputs():
   gt = skimage.data.chelsea()[:32, :32]
   ab = np.zeros((32, 32, 2))
   m = metrics.image_metrics(gt, gt, ab, ab)
-  assert set(m) == {'psnr', 'ssim', 'mse_ab', 'colorfulness', 'colorfulness_gt', 'auc', 'chroma',
-                    'chroma_gt', 'ab_bias'}
+  assert set(m) == {
+    'psnr',
+    'ssim',
+    'mse_ab',
+    'colorfulness',
+    'colorfulness_gt',
+    'auc',
+    'chroma',
+    'chroma_gt',
+    'ab_bias',
+  }
   with pytest.raises(ValueError, match='uint8'):
     metrics.psnr(gt.astype(np.float32), gt)
   with pytest.raises(ValueError, match='shapes differ'):
