@@ -1,0 +1,74 @@
+"""End-to-end test of python -m launch.colorize on a folder with a corrupt file."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import skimage.data
+from inference_test import write_workdir
+from PIL import Image
+
+import colorjax
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run(
+    [sys.executable, '-m', 'launch.colorize', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
+
+
+def test_colorize_folder_with_corrupt_file(tmp_path):
+  write_workdir(tmp_path / 'wd')
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.chelsea()).save(photos / 'cat.jpg', quality=90)
+  gray = np.asarray(Image.fromarray(skimage.data.camera()).resize((101, 37)))
+  Image.fromarray(gray).save(photos / 'gray.png')
+  Image.fromarray(skimage.data.coffee()[:64, :80]).save(photos / 'coffee.bmp')
+  (photos / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+  (photos / 'notes.txt').write_text('not an image, not an input')
+  out = tmp_path / 'out'
+  common = [f'--checkpoint={tmp_path / "wd"}', f'--output_dir={out}']
+
+  proc = _run(*common, f'--input={photos}', '--compare', '--batch_size=2')
+  assert proc.returncode == 1, proc.stderr
+  assert 'broken.jpg' in proc.stderr
+  assert '3 written, 0 kept (already there), 1 failed' in proc.stdout
+  sizes = {'cat.png': (300, 451), 'gray.png': (37, 101), 'coffee.png': (64, 80)}
+  assert sorted(p.name for p in out.glob('*.png')) == sorted(sizes)
+  for name, size in sizes.items():
+    image = np.asarray(Image.open(out / name))
+    assert image.shape == size + (3,), name
+    strip = np.asarray(Image.open(out / 'compare' / name))
+    tile_h = min(size[0], 384)
+    tile_w = round(size[1] * tile_h / size[0])
+    assert tile_h < strip.shape[0] < tile_h + 40  # one row of tiles under the titles
+    assert 3 * tile_w < strip.shape[1] < 3 * tile_w + 40  # three tiles side by side
+  # The gray input's output keeps its lightness (up to 8-bit rounding).
+  L_out = colorjax.rgb_to_lab(np.asarray(Image.open(out / 'gray.png')) / 255.0)[..., 0]
+  L_in = colorjax.rgb_to_lab(np.repeat(gray[..., None], 3, -1) / 255.0)[..., 0]
+  assert np.abs(L_out - L_in).max() < 0.7
+
+  mtime = (out / 'cat.png').stat().st_mtime_ns
+  proc = _run(*common, f'--input={photos}/c*.jpg')
+  assert proc.returncode == 0, proc.stderr
+  assert '0 written, 1 kept' in proc.stdout
+  assert (out / 'cat.png').stat().st_mtime_ns == mtime
+
+
+def test_nothing_to_do_or_bad_flags_exit_2(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  proc = _run('--checkpoint=unused', f'--input={tmp_path / "empty"}', f'--output_dir={tmp_path}')
+  assert proc.returncode == 2, proc.stderr
+  assert _run('--checkpoint=unused', f'--output_dir={tmp_path}').returncode == 2
+  assert _run('--checkpoint=x', '--input=y', '--output_dir=z', '--format=gif').returncode == 2
