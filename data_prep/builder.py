@@ -138,7 +138,7 @@ def _remove_split(output_dir, split):
       os.remove(os.path.join(stats_dir, f))
 
 
-def _plan(output_dir, split, num_shards, fingerprint, overwrite):
+def _plan(output_dir, split, num_shards, settings, fingerprint, overwrite):
   """Indices of the shards still to write, after checking what a previous run left."""
   if overwrite:
     _remove_split(output_dir, split)
@@ -157,7 +157,9 @@ def _plan(output_dir, split, num_shards, fingerprint, overwrite):
       f'{output_dir} holds {split} shards built from other inputs or settings '
       f'(e.g. {foreign[0]}); pass overwrite=True (--overwrite) to replace them'
     )
-  if len(done) == num_shards:
+  manifest = _read_json(os.path.join(output_dir, MANIFEST)) or {}
+  recorded = manifest.get('splits', {}).get(split, {}).get('settings')
+  if len(done) == num_shards and recorded == settings:  # else only the manifest is missing
     raise FileExistsError(
       f'{output_dir} already holds a complete {split} split ({num_shards} shards); '
       'pass overwrite=True (--overwrite) to rebuild it'
@@ -234,7 +236,7 @@ def build_records(
   )
   fingerprint = json.dumps([settings, n, source.fingerprint()])
   os.makedirs(os.path.join(output_dir, '.shards'), exist_ok=True)
-  todo = _plan(output_dir, split, num_shards, fingerprint, overwrite)
+  todo = _plan(output_dir, split, num_shards, settings, fingerprint, overwrite)
   bounds = shard_bounds(n, num_shards)
   indices = [i for k in todo for i in range(bounds[k], bounds[k + 1])]
   workers = max(1, min(workers or os.cpu_count() or 1, len(indices)))

@@ -94,7 +94,7 @@ class TfdsSource:
   def __init__(self, name, split, data_dir=None):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-    self.name, self.data_dir, self._ds = name, data_dir, None
+    self.name, self.data_dir, self._ds, self._pid = name, data_dir, None, None
     try:
       splits = tfds.builder(name, data_dir=data_dir).info.splits
     except Exception as e:  # pylint: disable=broad-except
@@ -107,7 +107,8 @@ class TfdsSource:
     self.description = f'tfds:{name}[{self.split}]'
 
   def _source(self):
-    if self._ds is None:
+    if self._ds is None or self._pid != os.getpid():  # a forked worker opens its own
+      self._pid = os.getpid()
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
       try:

@@ -294,6 +294,10 @@ def test_existing_output_needs_overwrite(many, tmp_path):
   before = _shard_bytes(tmp_path)
   with pytest.raises(FileExistsError, match='complete train split.*overwrite'):
     builder.build_records(str(root), str(tmp_path), 'train', **kw)
+  (tmp_path / 'manifest.json').unlink()  # as if killed after the last shard
+  mtime = os.path.getmtime(tmp_path / 'train-00000-of-00006.array_record')
+  assert builder.build_records(str(root), str(tmp_path), 'train', **kw)['num_records'] == 24
+  assert os.path.getmtime(tmp_path / 'train-00000-of-00006.array_record') == mtime
   with pytest.raises(FileExistsError, match='other inputs or settings'):
     builder.build_records(str(root), str(tmp_path), 'train', **{**kw, 'image_size': 8})
   assert _shard_bytes(tmp_path) == before
@@ -406,7 +410,7 @@ TinyCoco(data_dir={str(data_dir)!r}, file_format='array_record').download_and_pr
     f'--output_dir={out}',
     '--image_size=16',
     '--min_size=16',
-    '--workers=1',
+    '--workers=2',
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   entry = json.loads((out / 'manifest.json').read_text())['splits']['val']
