@@ -1,0 +1,39 @@
+"""Scores checkpoints on photos or records against the all-gray baseline.
+
+  python -m launch.evaluate --checkpoint=A [--checkpoint=B ...] --input=DIR --output_dir=OUT
+      [--image_size=256] [--max_images=N] [--split=val]
+
+Writes OUT/metrics.json (per checkpoint as given, plus the all-gray baseline under 'gray'),
+OUT/report.md (a Table-2-style summary) and OUT/figures/figure_NNN.png. Metric definitions:
+colorjax/metrics.py (after METRICS.md).
+"""
+
+from absl import app, flags
+
+from colorjax import evaluation
+
+_CHECKPOINTS = flags.DEFINE_multi_string('checkpoint', None, 'training workdir or exported params')
+_INPUT = flags.DEFINE_string('input', None, 'a folder of photos or of *.array_record records')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'where metrics.json, report.md go')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'photos are center-cropped/resized to this')
+_MAX_IMAGES = flags.DEFINE_integer('max_images', None, 'evaluate the first N images only')
+_SPLIT = flags.DEFINE_string('split', 'val', 'the records split (records input only)')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  results = evaluation.evaluate(
+    _CHECKPOINTS.value,
+    _INPUT.value,
+    _OUTPUT_DIR.value,
+    image_size=_IMAGE_SIZE.value,
+    max_images=_MAX_IMAGES.value,
+    split=_SPLIT.value,
+  )
+  print(evaluation.report_table(results))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['checkpoint', 'input', 'output_dir'])
+  app.run(main)

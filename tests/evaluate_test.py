@@ -1,0 +1,129 @@
+"""Tests for colorjax.evaluation and python -m launch.evaluate on skimage photos and records."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import record_fixtures
+import skimage.color
+import skimage.data
+from inference_test import write_workdir
+from PIL import Image
+
+from colorjax import evaluation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = {
+  'psnr',
+  'ssim',
+  'mse_ab',
+  'colorfulness',
+  'colorfulness_gt',
+  'colorfulness_ratio',
+  'auc',
+  'chroma_ratio',
+  'ab_bias',
+  'per_image',
+}
+
+
+def _center_square(rgb, size):
+  """The centered square (fractional edges, as data_prep's crop) resized bicubically by PIL."""
+  h, w = rgb.shape[:2]
+  side = min(h, w)
+  box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+  return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC, box=box))
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('photos')
+  for name in ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera'):
+    Image.fromarray(getattr(skimage.data, name)()).save(folder / f'{name}.png')
+  (folder / 'readme.txt').write_text('not a photo')
+  return folder
+
+
+def test_load_eval_images_center_crop(photos):
+  images = evaluation.load_eval_images(photos, 32, max_images=3)
+  assert [i for i, _, _ in images] == ['astronaut.png', 'camera.png', 'chelsea.png']
+  _, L, ab = images[2]
+  assert L.shape == (32, 32) and ab.shape == (32, 32, 2)
+  # chelsea is 300x451: the centered 300x300 square, resized.
+  expected = skimage.color.rgb2lab(_center_square(skimage.data.chelsea(), 32))
+  np.testing.assert_allclose(L, expected[..., 0], atol=0.05)
+  np.testing.assert_allclose(ab, expected[..., 1:], atol=0.1)
+
+
+def test_launch_evaluate_on_photos(photos, tmp_path):
+  write_workdir(tmp_path / 'model_a', seeds=(0,))
+  write_workdir(tmp_path / 'model_b', seeds=(3,))
+  out = tmp_path / 'eval'
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.evaluate',
+    f'--checkpoint={tmp_path / "model_a"}',
+    f'--checkpoint={tmp_path / "model_b"}',
+    f'--input={photos}',
+    f'--output_dir={out}',
+    '--image_size=64',
+  ]
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+  )
+  assert proc.returncode == 0, proc.stderr
+  results = json.loads((out / 'metrics.json').read_text())
+  assert list(results) == [str(tmp_path / 'model_a'), str(tmp_path / 'model_b'), 'gray']
+  for r in results.values():
+    assert set(r) == KEYS and len(r['per_image']) == 5 and len(r['ab_bias']) == 2
+  gray = results['gray']
+  assert gray['colorfulness'] < 0.1 and gray['chroma_ratio'] == 0  # 8-bit rounding only
+  # The gray baseline's MSE is the mean squared gt ab / 128, from scikit-image's Lab.
+  mse = []
+  for name in ('astronaut', 'camera', 'chelsea', 'coffee', 'rocket'):
+    rgb = getattr(skimage.data, name)()
+    if rgb.ndim == 2:
+      continue
+    ab = skimage.color.rgb2lab(_center_square(rgb, 64))
+    mse.append(np.mean((ab[..., 1:] / 128) ** 2))
+  by_id = {m['id']: m for m in gray['per_image']}
+  assert by_id['camera.png']['mse_ab'] < 1e-6  # a gray photo is its own gray baseline
+  np.testing.assert_allclose(
+    [by_id[n]['mse_ab'] for n in ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.png')],
+    mse,
+    rtol=0.05,
+  )
+  report = (out / 'report.md').read_text()
+  assert (
+    'Tint length' in report and '| gray |' in report and f'| {tmp_path / "model_b"} |' in report
+  )
+  figures = sorted((out / 'figures').glob('*.png'))
+  assert len(figures) == 2  # 5 images, 4 per figure
+  first = np.asarray(Image.open(figures[0]))
+  assert first.shape[0] > 4 * 64 and first.shape[1] > 4 * 64  # 4 rows, 4 columns of 64 px tiles
+
+
+def test_evaluate_records_and_bad_inputs(tmp_path):
+  write_workdir(tmp_path / 'wd')
+  images = record_fixtures.synthetic_images(3, size=16)
+  record_fixtures.write_shards(tmp_path / 'records', 'val', images, num_shards=2)
+  loaded = evaluation.load_eval_images(tmp_path / 'records', split='val')
+  assert sorted(i for i, _, _ in loaded) == ['img-00000', 'img-00001', 'img-00002']
+  by_id = {i: (L, ab) for i, L, ab in loaded}
+  np.testing.assert_allclose(by_id['img-00001'][0], images[1][0], atol=0.2)
+  np.testing.assert_allclose(by_id['img-00001'][1], images[1][1], atol=0.5)
+  results = evaluation.evaluate(
+    [str(tmp_path / 'wd')], tmp_path / 'records', tmp_path / 'out', max_images=2
+  )
+  assert len(results['gray']['per_image']) == 2
+  with pytest.raises(ValueError, match='at least one'):
+    evaluation.evaluate([], tmp_path / 'records', tmp_path / 'out')
+  with pytest.raises(ValueError, match='distinct'):
+    evaluation.evaluate(['gray'], tmp_path / 'records', tmp_path / 'out')
+  with pytest.raises(FileNotFoundError, match='no train'):
+    evaluation.load_eval_images(tmp_path / 'records', split='train')
