@@ -82,7 +82,7 @@ def load(path, step=None):
 
   Args:
     path: a directory holding model.json and either checkpoints/ (training: the latest or the
-      given step is read) or params/ (written by `export_params`).
+      given step is read) or params/ (written by `export`).
     step: the training step to read (default: the latest); not used for exported params.
 
   Returns:
@@ -106,14 +106,38 @@ def load(path, step=None):
   return Colorizer(params=_float32(params), config=config)
 
 
-def export_params(checkpoint, output, *, dtype='float32', step=None):
-  """Writes a params-only checkpoint (model.json + params/) of a checkpoint; returns its bytes."""
+EXPORT_FORMATS = ('params', 'onnx')
+
+
+def export(checkpoint, output, *, fmt='params', dtype='float32', step=None):
+  """Writes a checkpoint for shipping; returns the bytes written.
+
+  Args:
+    checkpoint: a training workdir or exported params (see load).
+    output: 'params': a new directory with model.json and params/ (an Orbax StandardCheckpointer
+      save, float32 or bfloat16) that load reads; 'onnx': a .onnx file (colorjax.onnx_export,
+      input L (B, S, S, 1) at the model's image_size, output ab in Lab units).
+    fmt: 'params' or 'onnx'.
+    dtype: 'float32' or 'bfloat16' (params only: halves the size; load casts back to float32).
+    step: the training step to export (default: the latest).
+  """
+  if fmt not in EXPORT_FORMATS:
+    raise ValueError(f'format must be one of {EXPORT_FORMATS}, got {fmt!r}')
   if dtype not in ('float32', 'bfloat16'):
     raise ValueError(f'dtype must be float32 or bfloat16, got {dtype!r}')
-  colorizer = load(checkpoint, step=step)
+  if fmt == 'onnx' and dtype != 'float32':
+    raise ValueError('ONNX exports are float32 (the CPU runtime picks the precision)')
   output = pathlib.Path(output).resolve()
   if output.exists():
     raise FileExistsError(f'{output} exists; choose a new path')
+  colorizer = load(checkpoint, step=step)
+  if fmt == 'onnx':
+    from colorjax import onnx_export  # pylint: disable=g-import-not-at-top  (optional extra)
+
+    path = onnx_export.export_onnx(
+      colorizer.config, colorizer.params['params'], output, image_size=colorizer.config.image_size
+    )
+    return path.stat().st_size
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(dtype)), colorizer.params)
   output.mkdir(parents=True)
   (output / MODEL_JSON).write_text(colorizer.config.to_json())
