@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import constants, lab, models
+from colorjax import lab, models
 
 pytest.importorskip('jax2onnx')
 pytest.importorskip('onnx')
@@ -28,17 +28,26 @@ def photos_L():
   return np.stack([lab.rgb_to_lab(np.asarray(x, np.float32))[..., :1] for x in rgb])
 
 
-@pytest.fixture(scope='module')
-def exported(tmp_path_factory, photos_L):
+@pytest.fixture(scope='module', params=['mse', 'classification'])
+def exported(request, tmp_path_factory, photos_L):
   """A seed model with random params, its JAX ab on the photos, and its ONNX file."""
-  config = models.ModelConfig(image_size=SIZE)
+  config = models.ModelConfig(loss=request.param, image_size=SIZE)
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))['params']
-  ab = np.asarray(model.apply({'params': params}, photos_L)) * constants.AB_SCALE
+  ab = np.asarray(models.decode(config, model.apply({'params': params}, photos_L)))
   path = onnx_export.export_onnx(
     config, params, tmp_path_factory.mktemp('onnx') / 'seed.onnx', image_size=SIZE
   )
   return path, ab
+
+
+def test_upsample2_bilinear_matches_jax_image_resize():
+  x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+  expected = jax.image.resize(x, (2, 10, 14, 3), method='bilinear')
+  np.testing.assert_allclose(onnx_export.upsample2_bilinear(x), expected, rtol=0, atol=1e-5)
+  # Hand check on one row: centers at 0.25 / 0.75 between neighbours, edges clamped.
+  row = onnx_export.upsample2_bilinear(np.array([0.0, 4.0]).reshape(1, 1, 2, 1))[0, 0, :, 0]
+  np.testing.assert_allclose(row, [0.0, 1.0, 3.0, 4.0])
 
 
 def test_export_writes_dynamic_batch_and_metadata(exported):
