@@ -236,8 +236,15 @@ def fit_gamut(L_N, ab_Nx2, iterations=8):
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
   ones = jnp.ones(L_N.shape, jnp.float32)
-  lo, _ = jax.lax.fori_loop(0, iterations, bisect, (0 * ones, ones))  # scale 0 (gray) is inside
-  return ab_Nx2 * jnp.where(inside(ones), ones, lo)[:, None]
+  all_inside = inside(ones)
+  scale = jax.lax.cond(
+    jnp.all(all_inside),
+    lambda: ones,  # the common case for trained models: nothing to fit in this chunk
+    lambda: jnp.where(
+      all_inside, ones, jax.lax.fori_loop(0, iterations, bisect, (0 * ones, ones))[0]
+    ),  # scale 0 (gray) is always inside
+  )
+  return ab_Nx2 * scale[:, None]
 
 
 @jax.jit
@@ -249,13 +256,16 @@ def _lab_pixels_to_rgb8(L_N, ab_Nx2):
 def join(L_full, ab_small):
   """Full-resolution L (H, W) and model-size ab (h, w, 2) -> RGB uint8 (H, W, 3).
 
-  Works on chunks of whole rows, padded to one fixed pixel count (one compiled shape for all
-  photos), so memory stays bounded for any photo size.
+  Works on chunks of whole rows padded to a fixed pixel count, so memory stays bounded for any
+  photo size.
   """
   height, width = L_full.shape
   ab_small = np.asarray(ab_small, np.float32)
-  rows = max(1, _PIXELS_PER_CHUNK // width)
-  chunk = max(_PIXELS_PER_CHUNK, width)
+  # Chunks hold a power of two of pixels (at most _PIXELS_PER_CHUNK): few compiled shapes, and
+  # a small photo is not padded to a big chunk.
+  chunk = min(_PIXELS_PER_CHUNK, 1 << max(12, (height * width - 1).bit_length()))
+  rows = max(1, chunk // width)
+  chunk = max(chunk, width)
   rgb = np.empty((height, width, 3), np.uint8)
   for r in range(0, height, rows):
     r1 = min(r + rows, height)
