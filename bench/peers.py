@@ -1,0 +1,386 @@
+"""The seed network in colorjax (JAX, ONNX CPU runtimes), PyTorch and Keras, timed in one run.
+
+  python -m bench.peers            # 256x256, batch 8: sections 'peers' and 'cpu_runtime'
+  python -m bench.peers --quick    # 128x128, one repetition: a smoke run of every path
+
+PyTorch and Keras are optional ([bench] extra); a missing one is reported and skipped. Results
+are images/s (best of --reps timed runs, since the CPU is shared) and ratios to JAX float32 in the
+same run. The 'cpu_runtime' section checks each ONNX setting's quality against fp32 on real photos
+and times a 12-megapixel photo end to end.
+"""
+
+import glob
+import os
+import time
+
+from absl import app, flags
+
+_QUICK = flags.DEFINE_bool('quick', False, '128x128, 1 repetition, fewer photos and steps.')
+_SIZE = flags.DEFINE_integer('image_size', 256, 'Height and width of the timed images.')
+_BATCH = flags.DEFINE_integer('batch', 8, 'Images per step.')
+_REPS = flags.DEFINE_integer('reps', 3, 'Timed runs per setting; the best counts.')
+_THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'CPU threads for every framework.')
+_PEERS = flags.DEFINE_list('peers', ['torch', 'keras'], 'Peers to time: torch, keras.')
+_PHOTOS = flags.DEFINE_string(
+  'photos', '/work/shared/data/coco', 'Folder with train2017/ and val2017/ JPEGs (quality check).'
+)
+_TRAIN_STEPS = flags.DEFINE_integer(
+  'train_steps', 150, 'Adam steps at 64x64 before the quality check (0: random init).'
+)
+_WRITE = flags.DEFINE_bool('write', True, 'Write the tables into docs/benchmarks.md.')
+
+# (features, stride) of the seed network's 3x3 convolutions before the decoder.
+ENCODER = (
+  (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1), (128, 1)
+)  # fmt: skip
+
+
+def throughput(step, batch, reps, iters=2):
+  """Images/s of step() (which must block until done): 1 warm-up call, best of reps timed runs."""
+  step()
+  best = float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    for _ in range(iters):
+      step()
+    best = min(best, (time.perf_counter() - t) / iters)
+  return batch / best
+
+
+def _seconds(fn):
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+def fake_batch(batch, size, rng):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  L = rng.uniform(0, 100, (batch, size, size, 1)).astype(np.float32)
+  ab = rng.uniform(-0.5, 0.5, (batch, size, size, 2)).astype(np.float32)
+  return L, ab
+
+
+def jax_train_step(model, learning_rate=1e-3):
+  """A jitted Adam/MSE step (params, opt_state, L, ab/128) -> (params, opt_state, loss)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  tx = optax.adam(learning_rate)
+
+  def loss_fn(params, L, target):
+    return jnp.mean((model.apply({'params': params}, L) - target) ** 2)
+
+  @jax.jit
+  def step(params, opt_state, L, target):
+    loss, grads = jax.value_and_grad(loss_fn)(params, L, target)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return tx, step
+
+
+def time_jax(size, batch, reps, rng):
+  """JAX/XLA rows: train float32, inference float32 and bfloat16."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from colorjax import models  # pylint: disable=g-import-not-at-top
+
+  L, ab = fake_batch(batch, size, rng)
+  model = models.SeedNet()
+  params = model.init(jax.random.key(0), jnp.asarray(L[:1]))['params']
+  n_params = sum(p.size for p in jax.tree.leaves(params))
+  tx, step = jax_train_step(model)
+  state = [params, tx.init(params)]
+
+  def train():
+    state[0], state[1], loss = step(state[0], state[1], L, ab)
+    loss.block_until_ready()
+
+  rows = {('train', 'f32'): throughput(train, batch, reps)}
+  for dtype in ('f32', 'bf16'):
+    net = models.SeedNet(dtype=jnp.bfloat16 if dtype == 'bf16' else jnp.float32)
+    apply = jax.jit(lambda p, x, net=net: net.apply({'params': p}, x))
+    rows[('infer', dtype)] = throughput(
+      lambda a=apply: a(params, L).block_until_ready(), batch, reps
+    )
+  return n_params, rows
+
+
+def time_torch(size, batch, reps, rng, threads):
+  """PyTorch rows (channels_last): train float32, inference float32 and bfloat16 autocast."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.set_num_threads(threads)
+  layers, cin = [], 1
+  for feats, stride in ENCODER:
+    layers += [torch.nn.Conv2d(cin, feats, 3, stride, padding=1), torch.nn.ReLU()]
+    cin = feats
+  for feats in (64, 32):
+    layers += [torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(cin, feats, 3, padding=1)]
+    layers += [torch.nn.ReLU()]
+    cin = feats
+  layers += [
+    torch.nn.Conv2d(cin, 2, 3, padding=1),
+    torch.nn.Tanh(),
+    torch.nn.Upsample(scale_factor=2),
+  ]
+  net = torch.nn.Sequential(*layers).to(memory_format=torch.channels_last)
+  L, ab = fake_batch(batch, size, rng)
+  L = torch.from_numpy(L).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  ab = torch.from_numpy(ab).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+  def train():
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(net(L), ab)
+    loss.backward()
+    opt.step()
+
+  rows = {('train', 'f32'): throughput(train, batch, reps)}
+  net.eval()
+  with torch.inference_mode():
+    rows[('infer', 'f32')] = throughput(lambda: net(L), batch, reps)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+      rows[('infer', 'bf16')] = throughput(lambda: net(L), batch, reps)
+  return sum(p.numel() for p in net.parameters()), rows
+
+
+def time_keras(size, batch, reps, rng, threads):
+  """Keras 3 on TensorFlow rows: train float32, inference float32 and mixed_bfloat16."""
+  os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+
+  def build(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    layers = [keras.Input((size, size, 1))]
+    for feats, stride in ENCODER:
+      layers.append(keras.layers.Conv2D(feats, 3, stride, 'same', activation='relu'))
+    for feats in (64, 32):
+      layers.append(keras.layers.UpSampling2D(2))
+      layers.append(keras.layers.Conv2D(feats, 3, padding='same', activation='relu'))
+    layers.append(keras.layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32'))
+    layers.append(keras.layers.UpSampling2D(2))
+    net = keras.Sequential(layers)
+    keras.mixed_precision.set_dtype_policy('float32')
+    return net
+
+  L, ab = fake_batch(batch, size, rng)
+  net = build('float32')
+  net.compile(keras.optimizers.Adam(1e-3), 'mse')
+  rows = {('train', 'f32'): throughput(lambda: net.train_on_batch(L, ab), batch, reps)}
+  rows[('infer', 'f32')] = throughput(lambda: net.predict_on_batch(L), batch, reps)
+  net16 = build('mixed_bfloat16')
+  rows[('infer', 'bf16')] = throughput(lambda: net16.predict_on_batch(L), batch, reps)
+  return net.count_params(), rows
+
+
+SETTINGS = (
+  ('onnxruntime', 'fp32'), ('onnxruntime', 'int8'), ('openvino', 'fp32'), ('openvino', 'bf16'),
+  ('openvino', 'int8'),
+)  # fmt: skip
+MAX_PSNR_DROP_DB = 0.2  # a setting may become the CPU default within these of fp32
+MAX_COLORFULNESS_CHANGE = 0.02
+
+
+def load_photos(paths, size):
+  """RGB uint8 (N, size, size, 3) of photos squashed to size x size."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  out = []
+  for path in paths:
+    with Image.open(path) as im:
+      out.append(np.asarray(im.convert('RGB').resize((size, size), Image.BILINEAR)))
+  return np.stack(out)
+
+
+def colorfulness(rgb_u8):
+  """Hasler and Suesstrunk's colorfulness of RGB images (..., H, W, 3), averaged."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  rgb = rgb_u8.astype(np.float64).reshape(-1, rgb_u8.shape[-3] * rgb_u8.shape[-2], 3)
+  rg, yb = rgb[..., 0] - rgb[..., 1], 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+  std = np.sqrt(rg.std(-1) ** 2 + yb.std(-1) ** 2)
+  mean = np.sqrt(rg.mean(-1) ** 2 + yb.mean(-1) ** 2)
+  return float(np.mean(std + 0.3 * mean))
+
+
+def psnr(a_u8, b_u8):
+  """PSNR in dB between uint8 images, per image then averaged."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  diff = a_u8.astype(np.float64) - b_u8.astype(np.float64)
+  mse = np.maximum(np.mean(diff.reshape(len(diff), -1) ** 2, -1), 1e-10)
+  return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
+def to_rgb8(L, ab):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from colorjax import lab  # pylint: disable=g-import-not-at-top
+
+  rgb = lab.lab_to_rgb(np.concatenate([L, ab], axis=-1))
+  return np.round(np.asarray(rgb) * 255).astype(np.uint8)
+
+
+def brief_params(train_rgb, steps, batch, rng):
+  """Seed params after `steps` Adam steps on 64x64 photos (random init when steps is 0)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import tqdm  # pylint: disable=g-import-not-at-top
+
+  from colorjax import constants, lab, models  # pylint: disable=g-import-not-at-top
+
+  lab_N = lab.rgb8_to_lab(train_rgb)
+  L_N, target_N = lab_N[..., :1], lab_N[..., 1:] / constants.AB_SCALE
+  model = models.SeedNet()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))['params']
+  tx, step = jax_train_step(model)
+  opt_state = tx.init(params)
+  for _ in tqdm.trange(steps, desc='brief training at 64x64'):
+    idx = rng.choice(len(L_N), batch, replace=False)
+    params, opt_state, _ = step(params, opt_state, L_N[idx], target_N[idx])
+  return params
+
+
+def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps):
+  """Times and checks every cpu_runtime setting; picks the CPU default; times a 12 MP photo."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from bench import report  # pylint: disable=g-import-not-at-top
+  from colorjax import cpu_runtime, inference, lab, models, onnx_export  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  params = brief_params(load_photos(train_paths, 64), train_steps, batch, rng)
+  config = models.ModelConfig(image_size=size)
+  val_rgb = load_photos(val_paths, size)
+  val_L = lab.rgb8_to_lab(val_rgb)[..., :1]
+  calib_L = lab.rgb8_to_lab(load_photos(train_paths[:16], size))[..., :1]
+  timed_L = np.resize(val_L, (batch,) + val_L.shape[1:])
+  apply = jax.jit(lambda x: models.decode(config, models.SeedNet().apply({'params': params}, x)))
+  ref_rgb = to_rgb8(val_L, np.asarray(apply(val_L)))
+  ref_psnr, ref_color = psnr(ref_rgb, val_rgb), colorfulness(ref_rgb)
+  rows, runs = {}, {}
+  with tempfile.TemporaryDirectory() as tmp:
+    path = onnx_export.export_onnx(config, params, os.path.join(tmp, 'seed.onnx'), size)
+    for backend, precision in SETTINGS:
+      run = cpu_runtime.cpu_runtime(path, backend, precision, threads, calibration_L=calib_L)
+      rgb = to_rgb8(val_L, run(val_L))
+      rows[f'{backend} {precision}'] = dict(
+        precision=precision, ips=throughput(lambda r=run: r(timed_L), batch, reps),
+        psnr=psnr(rgb, val_rgb), color=colorfulness(rgb), diff=psnr(rgb, ref_rgb),
+      )  # fmt: skip
+      runs[f'{backend} {precision}'] = run
+  ok = lambda r: (
+    ref_psnr - r['psnr'] <= MAX_PSNR_DROP_DB
+    and abs(r['color'] / ref_color - 1) <= MAX_COLORFULNESS_CHANGE
+  )
+  best = max((k for k in rows if ok(rows[k])), key=lambda k: rows[k]['ips'])
+
+  # 12 megapixels end to end: read, model input, the network at `size`, ab upsampled and joined.
+  photo = load_photos(val_paths[:1], 64)[0]
+  big = np.asarray(Image.fromarray(photo).resize((4000, 3000), Image.BILINEAR))
+  colorizer = inference.Colorizer(params={'params': params}, config=config)
+  predict = lambda L_BxSxS, r=runs[best]: r(L_BxSxS[..., None])
+  parts = {'end to end': lambda: inference.colorize_images(colorizer, [big], predict=predict)}
+  parts['full-res L (inference.lightness)'] = lambda: inference.lightness(big)
+  parts[f'model input (inference.model_input, {size}x{size})'] = lambda: inference.model_input(
+    big, size
+  )
+  parts[f'network, batch 1 ({best})'] = lambda: runs[best](val_L[:1])
+  L_full, ab_small = inference.lightness(big), runs[best](val_L[:1])[0]
+  parts['upsample ab and join (inference.join)'] = lambda: inference.join(L_full, ab_small)
+  seconds = {}
+  for name, fn in parts.items():
+    fn()  # compiles jitted parts
+    seconds[name] = min(_seconds(fn) for _ in range(max(reps, 2)))
+
+  header = ['setting', 'images/s', 'PSNR dB', 'dPSNR vs JAX f32', 'colorfulness', 'd colorful',
+            'PSNR vs JAX f32 output', 'within limits']  # fmt: skip
+  table = [['JAX f32 (reference)', '-', ref_psnr, 0.0, ref_color, '0%', 'inf', '-']]
+  for k, r in rows.items():
+    table.append([k, r['ips'], r['psnr'], r['psnr'] - ref_psnr, r['color'],
+                  f'{100 * (r["color"] / ref_color - 1):+.2f}%', r['diff'], ok(r)])  # fmt: skip
+  body = (
+    f'Seed model after {train_steps} Adam steps at 64x64 on {len(train_paths)} COCO train photos, '
+    f'exported at {size}x{size}; quality on {len(val_paths)} COCO val photos (PSNR on RGB uint8 '
+    f'against the photo, Hasler-Suesstrunk colorfulness); images/s at batch {batch}, {threads} '
+    f'threads. Limits: PSNR within {MAX_PSNR_DROP_DB} dB and colorfulness within '
+    f'{100 * MAX_COLORFULNESS_CHANGE:.0f}% of JAX fp32.\n\n'
+    + report.table(header, table)
+    + f'\n\nFastest setting within the limits (the CPU default): **{best}**.\n\n'
+    f'12-megapixel photo (4000x3000) with inference.colorize_images and {best}, seconds:\n\n'
+    + report.table(['part', 's'], list(seconds.items()))
+  )
+  return {'rows': rows, 'best': best, 'body': body}
+
+
+def main(argv):
+  del argv
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from bench import report  # pylint: disable=g-import-not-at-top
+
+  size, reps = (128, 1) if _QUICK.value else (_SIZE.value, _REPS.value)
+  batch, threads = _BATCH.value, _THREADS.value
+  rng = np.random.default_rng(0)
+  results = {}  # framework -> (params, {(mode, precision): images/s})
+  results['JAX/XLA (colorjax)'] = time_jax(size, batch, reps, rng)
+  print('jax', results['JAX/XLA (colorjax)'])
+  timers = {'torch': ('PyTorch', time_torch), 'keras': ('Keras/TF', time_keras)}
+  for peer in _PEERS.value:
+    name, timer = timers[peer]
+    try:
+      results[name] = timer(size, batch, reps, rng, threads)
+    except ImportError as e:
+      print(f'skipping {name}: {e} (pip install "colorjax[bench]")')
+      continue
+    print(peer, results[name])
+  photos = sorted(glob.glob(os.path.join(_PHOTOS.value, 'val2017', '*.jpg')))
+  train_photos = sorted(glob.glob(os.path.join(_PHOTOS.value, 'train2017', '*.jpg')))
+  cpu = cpu_settings(
+    size,
+    batch,
+    reps,
+    threads,
+    photos[: 4 if _QUICK.value else 16],
+    train_photos[:64],
+    train_steps=10 if _QUICK.value else _TRAIN_STEPS.value,
+  )
+  for setting, row in cpu['rows'].items():
+    results[f'colorjax cpu_runtime {setting}'] = (None, {('infer', row['precision']): row['ips']})
+
+  base_train = results['JAX/XLA (colorjax)'][1][('train', 'f32')]
+  base_infer = results['JAX/XLA (colorjax)'][1][('infer', 'f32')]
+  header = ['framework', 'params', 'mode', 'precision', 'images/s', 'x JAX f32 (same mode)']
+  rows = []
+  for name, (n_params, timed) in results.items():
+    for (mode, precision), ips in timed.items():
+      base = base_train if mode == 'train' else base_infer
+      rows.append([name, n_params or '-', mode, precision, ips, ips / base])
+  notes = (
+    f'{size}x{size}, batch {batch}, {threads} threads, best of {reps}; train = Adam + MSE. '
+    f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}.'
+  )
+  command = 'python -m bench.peers' + (' --quick' if _QUICK.value else '')
+  peers_body = notes + '\n\n' + report.table(header, rows)
+  if _WRITE.value:
+    report.write_section('peers', command, peers_body)
+    report.write_section('cpu_runtime', command, cpu['body'])
+  else:
+    print(peers_body + '\n\n' + cpu['body'])
+
+
+if __name__ == '__main__':
+  app.run(main)
