@@ -217,64 +217,84 @@ def _linear_rgb(L_N, ab_Nx2):
   return xyz @ jnp.asarray((lab.RGB_FROM_XYZ * lab.D65_WHITE[None, :]).T, jnp.float32)
 
 
+def in_gamut(L_N, ab_Nx2):
+  """Whether each Lab pixel lies inside sRGB (jnp; float32 slack of 1e-4)."""
+  rgb = _linear_rgb(L_N, ab_Nx2)
+  return jnp.all((rgb >= -1e-4) & (rgb <= 1 + 1e-4), axis=-1)
+
+
 def fit_gamut(L_N, ab_Nx2, iterations=8):
   """Scales the chroma of out-of-sRGB pixels down to the gamut's edge, keeping L and hue (jnp).
 
   Clipping RGB instead would change the lightness; with this the output keeps the input's L.
-  ab is first clamped to [-AB_MAX, AB_MAX]; the edge is found by bisection on the chroma scale.
+  ab is first clamped to [-AB_MAX, AB_MAX]; the edge is found by bisection on the chroma scale
+  (to 1/2**iterations of it). Pixels already inside are unchanged.
   """
   ab_Nx2 = jnp.clip(ab_Nx2, -constants.AB_MAX, constants.AB_MAX)
-
-  def inside(scale_N):
-    rgb = _linear_rgb(L_N, ab_Nx2 * scale_N[:, None])
-    return jnp.all((rgb >= -1e-6) & (rgb <= 1 + 1e-6), axis=-1)
 
   def bisect(_, lo_hi):
     lo, hi = lo_hi
     mid = (lo + hi) / 2
-    ok = inside(mid)
+    ok = in_gamut(L_N, ab_Nx2 * mid[:, None])
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
   ones = jnp.ones(L_N.shape, jnp.float32)
-  all_inside = inside(ones)
-  scale = jax.lax.cond(
-    jnp.all(all_inside),
-    lambda: ones,  # the common case for trained models: nothing to fit in this chunk
-    lambda: jnp.where(
-      all_inside, ones, jax.lax.fori_loop(0, iterations, bisect, (0 * ones, ones))[0]
-    ),  # scale 0 (gray) is always inside
-  )
-  return ab_Nx2 * scale[:, None]
+  lo, _ = jax.lax.fori_loop(0, iterations, bisect, (0 * ones, ones))  # scale 0 (gray) is inside
+  return ab_Nx2 * jnp.where(in_gamut(L_N, ab_Nx2), ones, lo)[:, None]
+
+
+def _rgb8(L_N, ab_Nx2):
+  rgb = lab.lab_to_rgb(jnp.concatenate([L_N[:, None], ab_Nx2], axis=-1))
+  return jnp.round(rgb * 255.0).astype(jnp.uint8)
 
 
 @jax.jit
-def _lab_pixels_to_rgb8(L_N, ab_Nx2):
-  rgb = lab.lab_to_rgb(jnp.concatenate([L_N[:, None], fit_gamut(L_N, ab_Nx2)], axis=-1))
-  return jnp.round(rgb * 255.0).astype(jnp.uint8)
+def _rgb8_and_in_gamut(L_N, ab_Nx2):
+  ab_Nx2 = jnp.clip(ab_Nx2, -constants.AB_MAX, constants.AB_MAX)
+  return _rgb8(L_N, ab_Nx2), in_gamut(L_N, ab_Nx2)
+
+
+@jax.jit
+def _fitted_rgb8(L_N, ab_Nx2):
+  return _rgb8(L_N, fit_gamut(L_N, ab_Nx2))
+
+
+def _padded(x, size):
+  out = np.zeros((size,) + x.shape[1:], np.float32)
+  out[: len(x)] = x
+  return out
+
+
+def _pow2(n, least):
+  return 1 << max(least, (n - 1).bit_length())
 
 
 def join(L_full, ab_small):
   """Full-resolution L (H, W) and model-size ab (h, w, 2) -> RGB uint8 (H, W, 3).
 
-  Works on chunks of whole rows padded to a fixed pixel count, so memory stays bounded for any
-  photo size.
+  Works on chunks of whole rows, so memory stays bounded for any photo size. Chunks hold a power
+  of two of pixels (padded; at most _PIXELS_PER_CHUNK): few compiled shapes. Only the pixels
+  outside sRGB go through the (costlier) gamut fit.
   """
   height, width = L_full.shape
   ab_small = np.asarray(ab_small, np.float32)
-  # Chunks hold a power of two of pixels (at most _PIXELS_PER_CHUNK): few compiled shapes, and
-  # a small photo is not padded to a big chunk.
-  chunk = min(_PIXELS_PER_CHUNK, 1 << max(12, (height * width - 1).bit_length()))
+  chunk = max(min(_PIXELS_PER_CHUNK, _pow2(height * width, 12)), width)
   rows = max(1, chunk // width)
-  chunk = max(chunk, width)
   rgb = np.empty((height, width, 3), np.uint8)
   for r in range(0, height, rows):
     r1 = min(r + rows, height)
     n = (r1 - r) * width
-    L = np.zeros(chunk, np.float32)
-    ab = np.zeros((chunk, 2), np.float32)
-    L[:n] = L_full[r:r1].reshape(-1)
-    ab[:n] = upsample_rows(ab_small, height, width, r, r1).reshape(-1, 2)
-    rgb[r:r1] = np.asarray(_lab_pixels_to_rgb8(L, ab))[:n].reshape(r1 - r, width, 3)
+    L = L_full[r:r1].reshape(-1)
+    ab = upsample_rows(ab_small, height, width, r, r1).reshape(-1, 2)
+    rgb8, inside = _rgb8_and_in_gamut(_padded(L, chunk), _padded(ab, chunk))
+    rgb8 = np.array(rgb8[:n])
+    out = np.flatnonzero(~np.asarray(inside)[:n])
+    if out.size:
+      size = _pow2(out.size, 10)
+      rgb8[out] = np.asarray(_fitted_rgb8(_padded(L[out], size), _padded(ab[out], size)))[
+        : out.size
+      ]
+    rgb[r:r1] = rgb8.reshape(r1 - r, width, 3)
   return rgb
 
 
