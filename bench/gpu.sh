@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# GPU throughput of the seed model at 256x256 in bfloat16: images/s, model FLOP utilization, and
+# the real input pipeline (Grain over array_record) against device-resident synthetic batches.
+#
+# Run from the repository root on a GPU machine with a CUDA jax installed (it has no network):
+#   bash bench/gpu.sh                  # batch 256, 30 timed steps
+#   BATCH=512 STEPS=50 WORKERS=8 bash bench/gpu.sh
+# Wheels that the machine lacks (grain, array-record, ...) travel in .whl/, made beforehand with
+#   pip download --no-deps -d .whl grain==0.2.18 array-record==0.8.6
+# and are installed here without an index. Output: a table on stdout and bench/gpu_result.md
+# (copy it to $OUT to bring it back).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BATCH="${BATCH:-256}"         # global batch (one GPU)
+STEPS="${STEPS:-30}"          # timed steps per measurement, after 5 warm-up steps
+WORKERS="${WORKERS:-4}"       # Grain worker processes decoding records
+EXAMPLES="${EXAMPLES:-2048}"  # synthetic 256x256 records written (~400 MB)
+SIZE="${SIZE:-256}"           # image side (the FLOP figures below are for 256)
+WORK="${WORK:-/tmp/colorjax_gpu}"
+
+if compgen -G '.whl/*.whl' > /dev/null; then
+  python3 -m pip install --no-index --find-links .whl --no-deps .whl/*.whl
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # colorjax from this tree, no install
+python3 - <<'EOF'
+import os
+import jax
+print('jax', jax.__version__, jax.devices())
+if jax.default_backend() != 'gpu' and not os.environ.get('ALLOW_CPU'):
+  raise SystemExit('no GPU visible to JAX: install jax[cuda12] (ALLOW_CPU=1 for a smoke run)')
+EOF
+
+mkdir -p "$WORK"
+BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
+  python3 - <<'EOF'
+import os
+import time
+
+from absl import flags
+
+flags.FLAGS.mark_as_parsed()  # Grain workers re-import __main__ and need parsed flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from array_record.python import array_record_module
+
+from colorjax import augment, input_pipeline, models, records, train
+
+BATCH, STEPS = int(os.environ['BATCH']), int(os.environ['STEPS'])
+WORKERS, EXAMPLES = int(os.environ['WORKERS']), int(os.environ['EXAMPLES'])
+WORK, SIZE, SHARDS = os.environ['WORK'], int(os.environ['SIZE']), 4
+FWD_FLOP = 18.2e9 * (SIZE / 256) ** 2  # seed network forward FLOP per image; training ~3x
+PEAK_BF16 = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 'B200': 2250e12}
+
+
+def write_records():
+  """Smooth random L and ab fields (16x16 noise upsampled x16), 8-bit codes in SHARDS shards."""
+  data_dir = os.path.join(WORK, f'records{SIZE}')
+  os.makedirs(data_dir, exist_ok=True)
+  paths = [os.path.join(data_dir, f'train-{k:05d}-of-{SHARDS:05d}.array_record')
+           for k in range(SHARDS)]
+  if all(os.path.exists(p) for p in paths):
+    return data_dir
+  rng = np.random.default_rng(0)
+  writers = [array_record_module.ArrayRecordWriter(p, 'group_size:1') for p in paths]
+  for i in tqdm.trange(EXAMPLES, desc='synthetic records'):
+    low = rng.uniform(size=(SIZE // 16, SIZE // 16, 3)).astype(np.float32)
+    field = np.kron(low, np.ones((16, 16, 1), np.float32))
+    L, ab = field[..., 0] * 100.0, (field[..., 1:] - 0.5) * 160.0
+    writers[i % SHARDS].write(records.encode_example(L, ab, f'synthetic-{i}'))
+  for w in writers:
+    w.close()
+  return data_dir
+
+
+def timed(step_fn, next_batch, steps):
+  """Images/s over `steps` steps after 5 warm-up steps (compilation included there)."""
+  for _ in range(5):
+    step_fn(next_batch())
+  jax.block_until_ready(STATE[0])
+  t = time.perf_counter()
+  for _ in range(steps):
+    step_fn(next_batch())
+  jax.block_until_ready(STATE[0])
+  return steps * BATCH / (time.perf_counter() - t)
+
+
+config = models.ModelConfig(name='seed', loss='mse', image_size=SIZE, dtype='bfloat16')
+model = models.create_model(config)
+tx = train.make_optimizer(1e-3)
+STATE = [train.create_train_state(jax.random.key(0), model, tx, SIZE)]
+step, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
+step = jax.jit(step, donate_argnums=0)
+index = jnp.arange(BATCH, dtype=jnp.int32)
+
+
+KEY = jax.random.key(1)
+
+
+def run_step(batch):
+  STATE[0], metrics = step(STATE[0], dict(batch, index=index), KEY)
+  return metrics
+
+
+data_dir = write_records()
+ds = input_pipeline.train_dataset(data_dir, batch_size=BATCH, seed=0, worker_count=WORKERS)
+it = iter(input_pipeline.device_prefetch(ds, size=2))
+first = next(it)
+synthetic = jax.device_put({'L': first['L'], 'ab': first['ab']})
+ips_synthetic = timed(run_step, lambda: synthetic, STEPS)
+ips_real = timed(run_step, lambda: next(it), STEPS)
+
+kind = jax.devices()[0].device_kind
+peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
+mfu = lambda ips: f'{100 * ips * 3 * FWD_FLOP / peak:.1f}%' if peak else 'unknown peak'
+lines = [
+  f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
+  f'bfloat16, batch {BATCH}, Adam + MSE with the report augmentation on the device',
+  '',
+  f'| input | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
+  '|---|---|---|',
+  f'| synthetic (one batch on the device) | {ips_synthetic:.1f} | {mfu(ips_synthetic)} |',
+  f'| Grain + array_record, {WORKERS} workers | {ips_real:.1f} | {mfu(ips_real)} |',
+  '',
+  f'real pipeline / synthetic: {ips_real / ips_synthetic:.3f}',
+]
+text = '\n'.join(lines)
+print(text)
+with open('bench/gpu_result.md', 'w') as f:
+  f.write(text + '\n')
+EOF
