@@ -43,14 +43,17 @@ def random_colorizer(image_size=256):
   return inference.Colorizer(params=jax.tree.map(draw, shapes), config=config)
 
 
-def median_seconds(fn, repeats):
-  fn()  # compile / warm up
-  times = []
+def median_seconds(fns, repeats):
+  """Median seconds of each function; rounds interleave them so load changes hit all alike."""
+  for fn in fns:
+    fn()  # compile / warm up
+  times = [[] for _ in fns]
   for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for fn, t in zip(fns, times):
+      start = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - start)
+  return [statistics.median(t) for t in times]
 
 
 def photo(path, width, height):
@@ -74,11 +77,16 @@ def main(argv):
   L8 = rng.uniform(0, 100, (8, size, size)).astype(np.float32)
   small = [photo(_PHOTO.value, size, size)] * 8
   big = photo(_PHOTO.value, 4000, 3000)
-  net1 = median_seconds(lambda: run(L1), n)
-  net8 = median_seconds(lambda: run(L8), n)
-  e2e1 = median_seconds(lambda: inference.colorize_image(colorizer, small[0]), n)
-  e2e8 = median_seconds(lambda: inference.colorize_images(colorizer, small), n)
-  e2e_big = median_seconds(lambda: inference.colorize_image(colorizer, big), max(1, n // 2))
+  net1, net8, e2e1, e2e8, e2e_big = median_seconds(
+    [
+      lambda: run(L1),
+      lambda: run(L8),
+      lambda: inference.colorize_image(colorizer, small[0]),
+      lambda: inference.colorize_images(colorizer, small),
+      lambda: inference.colorize_image(colorizer, big),
+    ],
+    n,
+  )
   rows = [
     (f'network alone, 1 x {size}x{size}', net1 * 1e3, 1.0, 1 / net1),
     (f'network alone, batch 8 x {size}x{size}', net8 * 1e3, net8 / net1, 8 / net8),
@@ -90,7 +98,8 @@ def main(argv):
   body = (
     f'Model: {model}; {n} timed runs after a warm-up, median. End to end = read, antialiased '
     'downscale to the model size, network, bilinear ab upsampling to full size, gamut fit '
-    'keeping L, Lab -> RGB uint8. 12 MP: the full-size work runs in 1-megapixel chunks '
+    "keeping L, Lab -> RGB uint8 (a random model saturates most pixels: the gamut fit's worst "
+    'case). 12 MP: the full-size work runs in 1-megapixel chunks '
     f'({(e2e_big - net1) / 12 * 1e3:.0f} ms per megapixel beyond the network).\n\n'
     + report.table(['case', 'ms', 'x network (1 image)', 'images/s'], rows)
   )
