@@ -29,10 +29,19 @@ def make_manager(workdir, *, keep=3, async_save=True):
   )
 
 
+def _host_copy(x):
+  return np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+
+
 def save(manager, step, state, data_iterator):
-  """Saves state (a TrainState whose step is `step`) and the iterator's position (async)."""
+  """Saves state (a TrainState whose step is `step`) and the iterator's position (async).
+
+  The arrays are saved as host NumPy copies (this process' first replica), so the checkpoint
+  carries no device sharding and restores without a target on any machine or topology.
+  """
+  host = jax.tree.map(_host_copy, state.to_dict())
   args = ocp.args.Composite(
-    state=ocp.args.StandardSave(state.to_dict()),
+    state=ocp.args.StandardSave(host),
     data=grain.checkpoint.CheckpointSave(data_iterator),
   )
   manager.save(step, args=args, force=True)

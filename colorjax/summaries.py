@@ -1,4 +1,4 @@
-"""Training logs: metrics.jsonl rows, TensorBoard scalars and images (tensorboardX), sample grids."""
+"""Training logs: metrics.jsonl rows, TensorBoard scalars and images, sample grids."""
 
 import json
 import math

@@ -63,7 +63,12 @@ def make_optimizer(
   if learning_rate <= 0:
     raise ValueError(f'learning_rate must be > 0, got {learning_rate}')
   schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps, decay)
-  adam = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+  if warmup_steps == 0 and decay == 'none':
+    schedule = learning_rate
+  # Numeric hyperparameters live in the optimizer state (as arrays), so runs differing only in
+  # them share one compiled step (and the persistent compilation cache). On resume the
+  # checkpoint's values are kept.
+  adam = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=b1, b2=b2, eps=eps)
   if grad_clip < 0:
     raise ValueError(f'grad_clip must be >= 0 (0: off), got {grad_clip}')
   return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam

@@ -1,0 +1,105 @@
+"""Training images/s of the seed model (float32, bfloat16; 128 and 256 px) and of the loader.
+
+python3 -m bench.train                       # batch 8, as in the report's comparison
+python3 -m bench.train --sizes=128 --steps=3 # quicker (--batch_size: the loader's batch)
+"""
+
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from bench import pipeline, report
+from colorjax import augment, models, parallel, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('sizes', ['128', '256'], 'Image sizes to time.')
+flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Computation dtypes to time.')
+flags.DEFINE_integer('train_batch', 8, 'Global batch size of the timed train steps.')
+flags.DEFINE_integer('steps', 5, 'Timed train steps per row (after one compile step).')
+flags.DEFINE_string('parallel', 'single', 'parallel mode of the train step (single/sharded/pmap).')
+flags.DEFINE_integer('loader_seconds', 5, 'Seconds to time the input pipeline.')
+
+# Published numbers for scale (256 px): this project's brief; the report.
+REFERENCES = (
+  '~2 img/s JAX, ~5.4 PyTorch, ~6.4 Keras on a 2-core CPU (batch 8); '
+  'the report: 40 img/s on an M1 Pro, 5.7 on an RTX 3070.'
+)
+
+
+def train_rate(size, dtype, batch_size, steps, mode):
+  """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam)."""
+  config = models.ModelConfig(image_size=size, dtype=dtype)
+  model = models.create_model(config)
+  tx = train.make_optimizer(1e-3)
+  step_fn, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
+  runner = parallel.make_runner(mode, step_fn, batch_size)
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, size))(jax.random.key(0))
+  state = runner.put_state(state)
+  rs = np.random.RandomState(0)
+  batch = {
+    'L': rs.randint(0, 256, (batch_size, size, size, 1)).astype(np.uint8),
+    'ab': rs.randint(-80, 80, (batch_size, size, size, 2)).astype(np.int8),
+    'index': parallel.global_example_index(batch_size),
+  }
+  state, metrics = runner.step(state, batch, jax.random.key(0))  # compile
+  float(metrics['loss'])
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = runner.step(state, batch, jax.random.key(i))
+  loss = float(metrics['loss'])
+  rate = steps * batch_size / (time.perf_counter() - start)
+  return rate, loss
+
+
+def main(argv):
+  del argv
+  rows = []
+  for size in map(int, FLAGS.sizes):
+    base = None
+    for dtype in FLAGS.dtypes:
+      rate, loss = train_rate(size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel)
+      base = base or rate
+      rows.append(
+        [
+          f'train step, seed net, {size} px',
+          dtype,
+          FLAGS.train_batch,
+          rate,
+          f'{rate / base:.2f}x',
+          f'{loss:.4f}',
+        ]
+      )
+      print(rows[-1])
+  data_dir = pipeline.synthesize(FLAGS.work_dir, FLAGS.jpeg_dir, FLAGS.num_images, 'val')
+  loader = pipeline.loader_rate(data_dir, 'val', FLAGS.batch_size, 0, FLAGS.loader_seconds)
+  rows.append(
+    [
+      'input pipeline alone (train_dataset, 0 workers), 256 px',
+      'uint8/int8',
+      FLAGS.batch_size,
+      loader,
+      '',
+      '',
+    ]
+  )
+  body = (
+    report.table(['what', 'dtype', 'batch', 'images/s', 'vs float32', 'last loss'], rows)
+    + f'\n\nTrain steps include on-device dequantization and augmentation; {FLAGS.steps} '
+    f'timed steps after one compile step, parallel={FLAGS.parallel}. For scale: ' + REFERENCES
+  )
+  report.write_section(
+    'train',
+    'python3 -m bench.train '
+    + ' '.join(
+      f'--{k}={FLAGS[k].value}'
+      for k in ('sizes', 'dtypes', 'train_batch', 'steps', 'parallel', 'batch_size')
+      if FLAGS[k].present
+    ),
+    body,
+  )
+
+
+if __name__ == '__main__':
+  app.run(main)
