@@ -12,15 +12,26 @@ GRID_TITLES = ('Original', 'Grayscale', 'Model')
 
 
 class MetricWriter:
-  """Appends {'step', ...} rows to WORKDIR/metrics.jsonl and TensorBoard; a no-op if disabled."""
+  """Appends {'step', ...} rows to WORKDIR/metrics.jsonl and TensorBoard; a no-op if disabled.
 
-  def __init__(self, workdir, enabled=True):
+  Rows after resume_step (left by a run that died after its last checkpoint) are dropped, so
+  a resumed run's metrics.jsonl reads like an uninterrupted one.
+  """
+
+  def __init__(self, workdir, enabled=True, resume_step=None):
     self.enabled = enabled
     self.workdir = workdir
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      if os.path.exists(path):
+        with open(path) as f:
+          rows = [line for line in f if line.strip()]
+        keep = [r for r in rows if resume_step is not None and json.loads(r)['step'] <= resume_step]
+        with open(path, 'w') as f:
+          f.writelines(keep)
+      self._jsonl = open(path, 'a')
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def scalars(self, step, metrics):

@@ -169,7 +169,7 @@ def train_and_evaluate(config: TrainConfig, workdir):
   del state
   index = parallel.global_example_index(local_batch, pidx, pcount)
   samples = load_samples(config.data_dir, config.num_samples, config.batch_size)
-  writer = summaries.MetricWriter(workdir, enabled=is_main)
+  writer = summaries.MetricWriter(workdir, enabled=is_main, resume_step=start)
   result = {'loss': None, 'val_loss': None, 'preempted': False, 'samples': None}
   if is_main and start:
     print(f'resuming from the checkpoint at step {start}')

@@ -1,0 +1,213 @@
+"""launch.train end to end (subprocesses, tiny.flags): workdir files, kill -9 + resume, SIGTERM,
+NaN stop, and 2 processes on localhost agreeing with 1 process."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import skimage.data
+import skimage.transform
+from PIL import Image
+from record_fixtures import write_shards
+
+from colorjax import checkpoint, lab, models
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, 'launch', 'configs', 'tiny.flags')
+STEPS = 12
+# eps=1e-3: see train_parallel_test (Adam turns summation-order noise into whole steps).
+RUN = [f'--num_train_steps={STEPS}', '--checkpoint_every=2', '--eval_every=6', '--eps=1e-3']
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry', 'retina')
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp('records')
+  images = []
+  for name in PHOTOS:
+    rgb = skimage.transform.resize(
+      getattr(skimage.data, name)()[..., :3], (32, 32), anti_aliasing=True
+    ).astype(np.float32)
+    Lab = lab.rgb_to_lab(rgb)
+    images.append((Lab[..., 0], Lab[..., 1:], name))
+  write_shards(str(path), 'train', images, 2)
+  write_shards(str(path), 'val', images[:3], 1)
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  # One persistent compilation cache for all runs: only the first one compiles the step.
+  cache = tmp_path_factory.mktemp('jax_cache')
+  return dict(
+    os.environ,
+    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  )
+
+
+def _cmd(workdir, data_dir, *extra):
+  return [
+    sys.executable,
+    '-m',
+    'launch.train',
+    f'--flagfile={TINY}',
+    f'--data_dir={data_dir}',
+    f'--workdir={workdir}',
+    *RUN,
+    *extra,
+  ]
+
+
+def _run(cmd, env, check=True):
+  proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  if check and proc.returncode:
+    raise AssertionError(f'{cmd} failed:\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def _steps(workdir):
+  ckpt = os.path.join(workdir, 'checkpoints')
+  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if os.path.isdir(ckpt) else []
+
+
+def _start_and_wait_for_checkpoint(cmd, env, log):
+  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while not _steps(cmd[5].split('=', 1)[1]) and time.time() < deadline:
+    assert proc.poll() is None, 'the run ended before its first checkpoint'
+    time.sleep(0.05)
+  assert proc.poll() is None, 'the run ended before it could be interrupted'
+  return proc
+
+
+def _rows(workdir):
+  """metrics.jsonl rows without the timing fields."""
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  return [{k: v for k, v in r.items() if k != 'images_per_sec'} for r in rows]
+
+
+def _assert_params_equal(a, b, rtol=0.0, atol=0.0):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(flat_a) == len(flat_b) > 0
+  for x, y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, data_dir, env):
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  proc = _run(_cmd(workdir, data_dir), env)
+  return workdir, proc.stdout
+
+
+def test_uninterrupted_run_writes_the_workdir(reference):
+  workdir, stdout = reference
+  config = models.ModelConfig.from_json(open(os.path.join(workdir, 'model.json')).read())
+  assert config == models.ModelConfig(image_size=32)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_rows = [r for r in rows if 'loss' in r]
+  assert [r['step'] for r in train_rows] == list(range(2, STEPS + 1, 2))
+  assert all(r['loss'] > 0 and r['images_per_sec'] > 0 and r['grad_norm'] > 0 for r in train_rows)
+  assert [r['step'] for r in rows if 'val_loss' in r] == [6, 12]
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))[0].startswith('events.out.tfevents')
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples', 'step_0000012.png')))
+  assert grid.shape == (18 + 2 * (32 + 4) + 4, 4 * 4 + 3 * 32, 3)  # 2 rows x 3 columns, titled
+  assert os.path.join(workdir, 'samples', 'step_0000012.png') in stdout
+  assert _steps(workdir) == [10, 12]  # tiny.flags keeps 2
+  params = checkpoint.restore_params(workdir)
+  assert set(params) == {'params'} and len(params['params']) == 12
+
+
+def test_kill9_and_resume_equals_uninterrupted(reference, data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'killed')
+  with open(tmp_path / 'log.txt', 'w') as log:
+    proc = _start_and_wait_for_checkpoint(_cmd(workdir, data_dir), env, log)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert max(_steps(workdir)) < STEPS
+  resumed = _run(_cmd(workdir, data_dir), env)
+  assert 'resuming from the checkpoint at step' in resumed.stdout
+  # metrics.jsonl holds no rows of the steps redone after the kill.
+  assert _rows(workdir) == _rows(reference[0])
+  _assert_params_equal(checkpoint.restore_params(workdir), checkpoint.restore_params(reference[0]))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'preempted')
+  with open(tmp_path / 'log.txt', 'w') as log:
+    proc = _start_and_wait_for_checkpoint(_cmd(workdir, data_dir), env, log)
+    first = max(_steps(workdir))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+  out = open(tmp_path / 'log.txt').read()
+  assert 'SIGTERM: saved the checkpoint at step' in out
+  step = int(out.split('SIGTERM: saved the checkpoint at step ')[1].split()[0])
+  assert max(_steps(workdir)) == step and first <= step < STEPS
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'nan')
+  proc = _run(
+    _cmd(workdir, data_dir, '--learning_rate=1e30', '--checkpoint_every=1'), env, check=False
+  )
+  assert proc.returncode != 0
+  assert 'FloatingPointError: non-finite training metrics at step 2' in proc.stderr
+  assert _steps(workdir) == [1]
+  params = checkpoint.restore_params(workdir)
+  import jax  # pylint: disable=g-import-not-at-top
+
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_two_processes_match_one_process(reference, data_dir, env, tmp_path):
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  workdir = str(tmp_path / 'two')
+  procs = [
+    subprocess.Popen(
+      _cmd(
+        workdir,
+        data_dir,
+        '--parallel=sharded',
+        '--num_processes=2',
+        f'--process_id={i}',
+        f'--coordinator_address=127.0.0.1:{port}',
+      ),
+      env=env,
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints', str(STEPS), 'data'))) == [
+    'commit_success.txt',
+    'process_0-of-2.json',
+    'process_1-of-2.json',
+  ]
+  _assert_params_equal(
+    checkpoint.restore_params(workdir),
+    checkpoint.restore_params(reference[0]),
+    rtol=1e-4,
+    atol=1e-6,
+  )
+  losses = lambda w: [
+    json.loads(r)['loss'] for r in open(os.path.join(w, 'metrics.jsonl')) if '"loss"' in r
+  ]
+  np.testing.assert_allclose(losses(workdir), losses(reference[0]), rtol=1e-4)
