@@ -1,5 +1,6 @@
 """Exports a colorizer to ONNX: L (B, H, W, 1) in [0, 100] -> ab (B, H, W, 2) in Lab units."""
 
+import collections.abc
 import dataclasses
 import pathlib
 
@@ -66,7 +67,8 @@ def export_onnx(model_config, params, path, image_size=256, temperature=None):
   Args:
     model_config: the models.ModelConfig of `params`; it is exported in float32 whatever its
       dtype (the CPU runtime picks the precision).
-    params: the Flax params (the 'params' collection).
+    params: the Flax params: the 'params' collection, or the variables dict {'params': ...}
+      (as inference.Colorizer holds them).
     path: the .onnx file to write (its folder is created).
     image_size: the fixed height and width of the exported input.
     temperature: a classification model's annealed-mean temperature, fixed in the file (None:
@@ -81,6 +83,8 @@ def export_onnx(model_config, params, path, image_size=256, temperature=None):
   onnx = require('onnx')
   config = dataclasses.replace(model_config, dtype='float32')
   model = models.create_model(config)
+  if isinstance(params, collections.abc.Mapping) and set(params) == {'params'}:
+    params = params['params']
   params = jax.tree.map(lambda p: np.asarray(p, np.float32), params)
 
   def colorize_BxHxWx1(L_BxHxWx1):

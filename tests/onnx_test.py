@@ -38,7 +38,7 @@ def exported(request, tmp_path_factory, photos_L):
   path = onnx_export.export_onnx(
     config, params, tmp_path_factory.mktemp('onnx') / 'seed.onnx', image_size=SIZE
   )
-  return path, ab
+  return path, ab, config, params
 
 
 def test_upsample2_bilinear_matches_jax_image_resize():
@@ -52,7 +52,7 @@ def test_upsample2_bilinear_matches_jax_image_resize():
 
 def test_export_writes_dynamic_batch_and_metadata(exported):
   onnx = pytest.importorskip('onnx')
-  path, _ = exported
+  path, *_ = exported
   model = onnx.load(str(path))
   dims = model.graph.input[0].type.tensor_type.shape.dim
   assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
@@ -65,7 +65,7 @@ def test_export_writes_dynamic_batch_and_metadata(exported):
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_fp32_matches_jax(backend, exported, photos_L):
   pytest.importorskip(backend)
-  path, ab_jax = exported
+  path, ab_jax, *_ = exported
   assert np.abs(ab_jax).max() > 1.0  # the random model predicts real colors, not zeros
   run = cpu_runtime_lib.cpu_runtime(path, backend=backend, precision='fp32')
   ab = run(photos_L)
@@ -73,10 +73,18 @@ def test_fp32_matches_jax(backend, exported, photos_L):
   np.testing.assert_allclose(ab, ab_jax, rtol=0, atol=1e-3)
 
 
+def test_export_takes_variables_dict(exported, photos_L, tmp_path):
+  pytest.importorskip('onnxruntime')
+  path, ab_jax, config, params = exported
+  other = onnx_export.export_onnx(config, {'params': params}, tmp_path / 'v.onnx', image_size=SIZE)
+  run = cpu_runtime_lib.cpu_runtime(other, backend='onnxruntime')
+  np.testing.assert_allclose(run(photos_L), ab_jax, rtol=0, atol=1e-3)
+
+
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_dynamic_batch(backend, exported, photos_L):
   pytest.importorskip(backend)
-  path, ab_jax = exported
+  path, ab_jax, *_ = exported
   run = cpu_runtime_lib.cpu_runtime(path, backend=backend)
   np.testing.assert_allclose(run(photos_L[1:2]), ab_jax[1:2], rtol=0, atol=1e-3)
   np.testing.assert_allclose(run(photos_L[[2, 0, 1]]), ab_jax[[2, 0, 1]], rtol=0, atol=1e-3)
@@ -88,7 +96,7 @@ def test_dynamic_batch(backend, exported, photos_L):
 def test_reduced_precision_stays_close(backend, precision, exported, photos_L):
   pytest.importorskip(backend)
   pytest.importorskip('onnxruntime')  # int8 calibration uses onnxruntime.quantization
-  path, ab_jax = exported
+  path, ab_jax, *_ = exported
   run = cpu_runtime_lib.cpu_runtime(
     path, backend=backend, precision=precision, calibration_L=photos_L
   )
@@ -100,7 +108,7 @@ def test_reduced_precision_stays_close(backend, precision, exported, photos_L):
 
 
 def test_bad_inputs_raise(exported, photos_L, tmp_path):
-  path, _ = exported
+  path, *_ = exported
   with pytest.raises(ValueError, match='unknown backend'):
     cpu_runtime_lib.cpu_runtime(path, backend='tvm')
   with pytest.raises(ValueError, match='unknown precision'):
