@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from colorjax import augment, constants, models
+from colorjax import augment, constants, losses, models
 
 DECAYS = ('none', 'cosine', 'linear')
 
@@ -89,11 +89,22 @@ def predict_ab(model_config, output):
   return output * constants.AB_SCALE
 
 
-def loss_fn(loss, output, ab_BxHxWx2):
-  """Per-example loss (B,): 'mse' is the report's MSE between the output and ab / AB_SCALE."""
+def loss_fn(loss, output, ab_BxHxWx2, weights_Q=None):
+  """(per-example loss (B,), per-example weight (B,)); a batch's loss is sum(l * w) / sum(w).
+
+  'mse': the report's MSE between the output and ab / AB_SCALE, every weight 1.
+  'classification': losses.classification_loss (weights_Q: its rebalancing weights), weight 0
+  on nearly gray examples, so sum(l * w) / sum(w) is exactly its batch loss.
+  """
   if loss == 'mse':
     err = output.astype(jnp.float32) - ab_BxHxWx2 / constants.AB_SCALE
-    return jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
+    per = jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
+    return per, jnp.ones_like(per)
+  if loss == 'classification':
+    if weights_Q is None:
+      raise ValueError('the classification loss needs weights_Q (see trainer.class_weights)')
+    _, aux = losses.classification_loss(output, ab_BxHxWx2, weights_Q)
+    return aux['example_loss'], aux['example_kept']
   raise ValueError(f'unknown loss {loss!r}')
 
 
@@ -113,7 +124,9 @@ def augment_examples(rng, index_B, L_BxHxWx1, ab_BxHxWx2, config):
   return jax.vmap(one)(index_B, L_BxHxWx1, ab_BxHxWx2)
 
 
-def train_step(state, batch, rng, *, model, tx, model_config, augment_config, axis_name=None):
+def train_step(
+  state, batch, rng, *, model, tx, model_config, augment_config, weights_Q=None, axis_name=None
+):
   """One Adam update on a batch of 8-bit codes; rng is the step's key (fold_in(seed, step)).
 
   Args:
@@ -121,7 +134,7 @@ def train_step(state, batch, rng, *, model, tx, model_config, augment_config, ax
     batch: {'L': uint8 (B,H,W,1), 'ab': int8 (B,H,W,2), 'index': int32 (B,)}, index being each
       example's position in the global batch (it picks the example's augmentation).
     rng: a PRNG key for this step.
-    model, tx, model_config, augment_config: static; bind them with functools.partial.
+    model, tx, model_config, augment_config, weights_Q: static; bind them with bind().
     axis_name: the pmap axis to average gradients and metrics over (None outside pmap).
 
   Returns:
@@ -131,7 +144,11 @@ def train_step(state, batch, rng, *, model, tx, model_config, augment_config, ax
   L, ab = augment_examples(rng, batch['index'], L, ab, augment_config)
 
   def mean_loss(params):
-    return jnp.mean(loss_fn(model_config.loss, model.apply(params, L), ab))
+    per, weight = loss_fn(model_config.loss, model.apply(params, L), ab, weights_Q)
+    count = jnp.sum(weight)
+    if axis_name is not None:  # normalize by the global count: the pmean below is then exact
+      count = jax.lax.psum(count, axis_name) / jax.lax.psum(1, axis_name)
+    return jnp.sum(per * weight) / jnp.maximum(count, 1e-6)
 
   loss, grads = jax.value_and_grad(mean_loss)(state.params)
   if axis_name is not None:
@@ -142,15 +159,15 @@ def train_step(state, batch, rng, *, model, tx, model_config, augment_config, ax
   return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
 
-def eval_step(params, batch, *, model, model_config):
+def eval_step(params, batch, *, model, model_config, weights_Q=None):
   """{'loss_sum', 'count'} over a batch of codes (no augmentation), for an exact dataset mean.
 
   An optional boolean batch['mask'] (B,) leaves out padding examples.
   """
   L, ab = augment.prepare_batch(batch)
-  loss = loss_fn(model_config.loss, model.apply(params, L), ab)
-  mask = batch.get('mask', jnp.ones(loss.shape, bool)).astype(jnp.float32)
-  return {'loss_sum': jnp.sum(loss * mask), 'count': jnp.sum(mask)}
+  per, weight = loss_fn(model_config.loss, model.apply(params, L), ab, weights_Q)
+  weight = weight * batch.get('mask', jnp.ones(per.shape, bool)).astype(jnp.float32)
+  return {'loss_sum': jnp.sum(per * weight), 'count': jnp.sum(weight)}
 
 
 def predict_step(params, L_BxHxWx1, *, model, model_config):
@@ -158,11 +175,18 @@ def predict_step(params, L_BxHxWx1, *, model, model_config):
   return predict_ab(model_config, model.apply(params, L_BxHxWx1))
 
 
-def bind(model, tx, model_config, augment_config):
+def bind(model, tx, model_config, augment_config, weights_Q=None):
   """train_step, eval_step and predict_step with their static settings bound (not yet jitted)."""
   step = functools.partial(
-    train_step, model=model, tx=tx, model_config=model_config, augment_config=augment_config
+    train_step,
+    model=model,
+    tx=tx,
+    model_config=model_config,
+    augment_config=augment_config,
+    weights_Q=weights_Q,
   )
-  evaluate = functools.partial(eval_step, model=model, model_config=model_config)
+  evaluate = functools.partial(
+    eval_step, model=model, model_config=model_config, weights_Q=weights_Q
+  )
   predict = functools.partial(predict_step, model=model, model_config=model_config)
   return step, evaluate, predict

@@ -7,6 +7,7 @@ one and returns; a non-finite loss or gradient raises FloatingPointError without
 """
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 import tqdm
 
-from colorjax import checkpoint, input_pipeline, models, parallel, summaries, train
+from colorjax import checkpoint, input_pipeline, models, parallel, quantize, summaries, train
 from colorjax.train_config import TrainConfig
 
 
@@ -59,6 +60,20 @@ def _check_finite(step, metrics, manager):
       f'checkpoint (step {manager.latest_step()}) is under {manager.directory}.'
     )
   return values
+
+
+def class_weights(data_dir):
+  """The classification loss' rebalancing weights (Q,) from the train split's ab histogram.
+
+  data_prep records it in DATA/manifest.json; quantize turns it into the smoothed color prior.
+  """
+  path = os.path.join(data_dir, 'manifest.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'the classification loss needs {path} (data_prep) for its prior')
+  with open(path) as f:
+    counts = json.load(f)['splits']['train']['ab_histogram']['counts']
+  prior = quantize.prior_from_histogram(np.asarray(counts, np.float32))
+  return np.asarray(quantize.rebalance_weights(prior))
 
 
 def load_samples(data_dir, count, batch_size):
@@ -137,13 +152,14 @@ def train_and_evaluate(config: TrainConfig, workdir):
     with open(os.path.join(workdir, 'model.json'), 'w') as f:
       f.write(model_config.to_json())
     with open(os.path.join(workdir, 'train_config.json'), 'w') as f:
-      import json  # pylint: disable=g-import-not-at-top
-
       json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
 
   model = models.create_model(model_config)
   tx = config.optimizer()
-  step_fn, eval_fn, predict_fn = train.bind(model, tx, model_config, config.augment_config())
+  weights_Q = class_weights(config.data_dir) if config.loss == 'classification' else None
+  step_fn, eval_fn, predict_fn = train.bind(
+    model, tx, model_config, config.augment_config(), weights_Q
+  )
   runner = parallel.make_runner(config.parallel, step_fn, config.batch_size)
   eval_fn, predict_fn = jax.jit(eval_fn), jax.jit(predict_fn)
   num_steps = config.total_steps

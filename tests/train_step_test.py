@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import augment, constants, lab, models, records, train
+from colorjax import augment, constants, lab, losses, models, quantize, records, train
 
 SIZE, BATCH = 32, 4
 
@@ -153,3 +153,21 @@ def test_bad_batch_is_rejected(setup):
     step(state, bad, jax.random.key(0))
   with pytest.raises(ValueError, match='unknown loss'):
     train.loss_fn('l1', np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 2)))
+
+
+def test_classification_loss_step_matches_losses_module():
+  config = models.ModelConfig(image_size=SIZE, loss='classification')
+  model = models.create_model(config)
+  tx = train.make_optimizer(1e-3)
+  weights = np.linspace(0.5, 2.0, quantize.NUM_BINS).astype(np.float32)
+  step, evaluate, _ = train.bind(model, tx, config, augment.AugmentConfig.none(), weights)
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
+  batch = _photos(SIZE)
+  L, ab = records.dequantize(batch['L'], batch['ab'])
+  expected, _ = losses.classification_loss(model.apply(state.params, L), ab, weights)
+  ev = jax.jit(evaluate)(state.params, batch)
+  np.testing.assert_allclose(float(ev['loss_sum']) / float(ev['count']), expected, rtol=1e-5)
+  _, metrics = jax.jit(step)(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(float(metrics['loss']), float(expected), rtol=1e-5)
+  with pytest.raises(ValueError, match='weights_Q'):
+    train.loss_fn('classification', np.zeros((1, 2, 2, 3)), np.zeros((1, 4, 4, 2)))
