@@ -7,8 +7,8 @@
 #   BATCH=512 STEPS=50 WORKERS=8 bash bench/gpu.sh
 # Wheels that the machine lacks (grain, array-record, ...) travel in .whl/, made beforehand with
 #   pip download --no-deps -d .whl grain==0.2.18 array-record==0.8.6
-# and are installed here without an index. Output: a table on stdout and bench/gpu_result.md
-# (copy it to $OUT to bring it back).
+# and are installed here without an index. Output: a table on stdout and in $OUT/gpu_result.md
+# ($WORK/gpu_result.md when OUT is not set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +32,9 @@ if jax.default_backend() != 'gpu' and not os.environ.get('ALLOW_CPU'):
 EOF
 
 mkdir -p "$WORK"
-BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
-  python3 - <<'EOF'
+RESULT="${OUT:-$WORK}/gpu_result.md"
+# The driver is a file, not stdin: Grain's worker processes re-import __main__.
+cat > "$WORK/gpu_driver.py" <<'EOF'
 import os
 import time
 
@@ -88,47 +89,54 @@ def timed(step_fn, next_batch, steps):
   return steps * BATCH / (time.perf_counter() - t)
 
 
-config = models.ModelConfig(name='seed', loss='mse', image_size=SIZE, dtype='bfloat16')
-model = models.create_model(config)
-tx = train.make_optimizer(1e-3)
-STATE = [train.create_train_state(jax.random.key(0), model, tx, SIZE)]
-step, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
-step = jax.jit(step, donate_argnums=0)
-index = jnp.arange(BATCH, dtype=jnp.int32)
+STATE = []  # the train state, replaced at each step (its buffers are donated)
 
 
-KEY = jax.random.key(1)
+def main():
+  config = models.ModelConfig(name='seed', loss='mse', image_size=SIZE, dtype='bfloat16')
+  model = models.create_model(config)
+  tx = train.make_optimizer(1e-3)
+  STATE.append(train.create_train_state(jax.random.key(0), model, tx, SIZE))
+  step, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
+  step = jax.jit(step, donate_argnums=0)
+  index, key = jnp.arange(BATCH, dtype=jnp.int32), jax.random.key(1)
+
+  def run_step(batch):
+    STATE[0], metrics = step(STATE[0], dict(batch, index=index), key)
+    return metrics
+
+  data_dir = write_records()
+  ds = input_pipeline.train_dataset(data_dir, batch_size=BATCH, seed=0, worker_count=WORKERS)
+  it = iter(input_pipeline.device_prefetch(ds, size=2))
+  first = next(it)
+  synthetic = jax.device_put({'L': first['L'], 'ab': first['ab']})
+  ips_synthetic = timed(run_step, lambda: synthetic, STEPS)
+  ips_real = timed(run_step, lambda: next(it), STEPS)
+  it.close()
+
+  kind = jax.devices()[0].device_kind
+  peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
+  mfu = lambda ips: f'{100 * ips * 3 * FWD_FLOP / peak:.1f}%' if peak else 'unknown peak'
+  lines = [
+    f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
+    f'bfloat16, batch {BATCH}, Adam + MSE with the report augmentation on the device',
+    '',
+    f'| input | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
+    '|---|---|---|',
+    f'| synthetic (one batch on the device) | {ips_synthetic:.1f} | {mfu(ips_synthetic)} |',
+    f'| Grain + array_record, {WORKERS} workers | {ips_real:.1f} | {mfu(ips_real)} |',
+    '',
+    f'real pipeline / synthetic: {ips_real / ips_synthetic:.3f}',
+  ]
+  text = '\n'.join(lines)
+  print(text)
+  with open(os.environ['RESULT'], 'w') as f:
+    f.write(text + '\n')
 
 
-def run_step(batch):
-  STATE[0], metrics = step(STATE[0], dict(batch, index=index), KEY)
-  return metrics
-
-
-data_dir = write_records()
-ds = input_pipeline.train_dataset(data_dir, batch_size=BATCH, seed=0, worker_count=WORKERS)
-it = iter(input_pipeline.device_prefetch(ds, size=2))
-first = next(it)
-synthetic = jax.device_put({'L': first['L'], 'ab': first['ab']})
-ips_synthetic = timed(run_step, lambda: synthetic, STEPS)
-ips_real = timed(run_step, lambda: next(it), STEPS)
-
-kind = jax.devices()[0].device_kind
-peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
-mfu = lambda ips: f'{100 * ips * 3 * FWD_FLOP / peak:.1f}%' if peak else 'unknown peak'
-lines = [
-  f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
-  f'bfloat16, batch {BATCH}, Adam + MSE with the report augmentation on the device',
-  '',
-  f'| input | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
-  '|---|---|---|',
-  f'| synthetic (one batch on the device) | {ips_synthetic:.1f} | {mfu(ips_synthetic)} |',
-  f'| Grain + array_record, {WORKERS} workers | {ips_real:.1f} | {mfu(ips_real)} |',
-  '',
-  f'real pipeline / synthetic: {ips_real / ips_synthetic:.3f}',
-]
-text = '\n'.join(lines)
-print(text)
-with open('bench/gpu_result.md', 'w') as f:
-  f.write(text + '\n')
+if __name__ == '__main__':
+  main()
 EOF
+BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
+  RESULT="$RESULT" python3 "$WORK/gpu_driver.py"
+echo "wrote $RESULT"
