@@ -1,4 +1,4 @@
-"""The one record format: a Lab image as 8-bit L and ab plus its source id, in a few bytes of header.
+"""The one record format: a Lab image as 8-bit L and ab plus its source id, after a short header.
 
 Layout (little endian): b'CJX1' | uint16 H | uint16 W | uint16 len(id) | id (UTF-8)
 | L as uint8 (H*W, L = q * 100/255) | ab as int8 (H*W*2, ab = q). Worst-case quantization

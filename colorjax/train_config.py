@@ -25,6 +25,12 @@ class TrainConfig:
   model: str = _field('seed', f'network architecture, one of {models.MODEL_NAMES}')
   loss: str = _field('mse', f'training loss, one of {models.LOSSES}')
   dtype: str = _field('float32', 'computation dtype (float32 or bfloat16); params stay float32')
+  width: int = _field(32, "'unet' only: channels at full resolution (a multiple of 8)")
+  head_stride: int = _field(2, "'classification' only: the logits' stride (1 or 2)")
+  temperature: float = _field(0.38, "'classification' only: annealed-mean decoding temperature")
+  rebalance_lambda: float = _field(
+    0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"
+  )
   image_size: int = _field(256, 'side of the square training images (records must match)')
   # Schedule.
   batch_size: int = _field(50, 'global batch size, split over all devices and processes')
@@ -62,9 +68,9 @@ class TrainConfig:
   async_checkpoints: bool = _field(True, 'write checkpoints in a background thread')
 
   def __post_init__(self):
-    models.ModelConfig(
-      name=self.model, loss=self.loss, image_size=self.image_size, dtype=self.dtype
-    )  # validates the model fields
+    self.model_config()  # validates the model fields
+    if not 0 <= self.rebalance_lambda <= 1:
+      raise ValueError(f'rebalance_lambda must be in [0, 1], got {self.rebalance_lambda}')
     self.augment_config()  # validates the augmentation fields
     if self.parallel not in parallel.PARALLEL_MODES:
       raise ValueError(f'parallel must be one of {parallel.PARALLEL_MODES}, got {self.parallel!r}')
@@ -105,7 +111,13 @@ class TrainConfig:
 
   def model_config(self):
     return models.ModelConfig(
-      name=self.model, loss=self.loss, image_size=self.image_size, dtype=self.dtype
+      name=self.model,
+      loss=self.loss,
+      image_size=self.image_size,
+      dtype=self.dtype,
+      width=self.width,
+      head_stride=self.head_stride,
+      temperature=self.temperature,
     )
 
   def augment_config(self):

@@ -62,7 +62,7 @@ def _check_finite(step, metrics, manager):
   return values
 
 
-def class_weights(data_dir):
+def class_weights(data_dir, lam=0.5):
   """The classification loss' rebalancing weights (Q,) from the train split's ab histogram.
 
   data_prep records it in DATA/manifest.json; quantize turns it into the smoothed color prior.
@@ -73,7 +73,7 @@ def class_weights(data_dir):
   with open(path) as f:
     counts = json.load(f)['splits']['train']['ab_histogram']['counts']
   prior = quantize.prior_from_histogram(np.asarray(counts, np.float32))
-  return np.asarray(quantize.rebalance_weights(prior))
+  return np.asarray(quantize.rebalance_weights(prior, lam=lam))
 
 
 def load_samples(data_dir, count, batch_size):
@@ -156,7 +156,9 @@ def train_and_evaluate(config: TrainConfig, workdir):
 
   model = models.create_model(model_config)
   tx = config.optimizer()
-  weights_Q = class_weights(config.data_dir) if config.loss == 'classification' else None
+  weights_Q = None
+  if config.loss == 'classification':
+    weights_Q = class_weights(config.data_dir, config.rebalance_lambda)
   step_fn, eval_fn, predict_fn = train.bind(
     model, tx, model_config, config.augment_config(), weights_Q
   )

@@ -10,6 +10,7 @@ import sys
 
 from absl import app, flags, logging
 
+import launch
 from colorjax import colorize_files
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'training workdir or exported params')
@@ -54,6 +55,7 @@ def parse_flags(argv):
 
 def main(argv):
   del argv  # checked by parse_flags
+  launch.quiet_library_logs()
   try:
     result = colorize_files.colorize_files(
       _CHECKPOINT.value,

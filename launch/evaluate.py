@@ -10,6 +10,7 @@ colorjax/metrics.py (after METRICS.md).
 
 from absl import app, flags
 
+import launch
 from colorjax import evaluation
 
 _CHECKPOINTS = flags.DEFINE_multi_string('checkpoint', None, 'training workdir or exported params')
@@ -23,6 +24,7 @@ _SPLIT = flags.DEFINE_string('split', 'val', 'the records split (records input o
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  launch.quiet_library_logs()
   results = evaluation.evaluate(
     _CHECKPOINTS.value,
     _INPUT.value,

@@ -7,6 +7,7 @@ colorjax.load reads; --format=onnx writes an ONNX file for the CPU runtimes of l
 
 from absl import app, flags
 
+import launch
 from colorjax import inference
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'training workdir or exported params')
@@ -19,6 +20,7 @@ _STEP = flags.DEFINE_integer('step', None, 'training step to export (default: th
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  launch.quiet_library_logs()
   size = inference.export(
     _CHECKPOINT.value, _OUTPUT.value, fmt=_FORMAT.value, dtype=_DTYPE.value, step=_STEP.value
   )

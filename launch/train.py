@@ -6,8 +6,9 @@ plus --workdir; flags given after --flagfile override it; an unknown flag is an 
 
 import dataclasses
 
-from absl import app, flags, logging
+from absl import app, flags
 
+import launch
 from colorjax import train_config, trainer
 
 _DEFINE = {
@@ -42,8 +43,7 @@ define_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+  launch.quiet_library_logs()
   trainer.train_and_evaluate(config_from_flags(), flags.FLAGS.workdir)
 
 

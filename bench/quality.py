@@ -1,0 +1,233 @@
+"""The quality experiment: the report's model (seed, MSE) against vivid, same data and steps.
+
+python -m bench.quality --data_dir=../shared/data --workdir=W [--steps=N] [--image_size=128]
+
+Builds records from coco/train2017 + photos/ (train) and coco/val2017 (val) under W/records, trains
+W/seed (launch/configs/seed_coco.flags) and W/vivid (launch/configs/vivid.flags) for the same
+steps at the same size and batch, evaluates both with launch.evaluate on coco/val2017 (W/eval),
+sweeps vivid's decoding temperature on the same val photos, and writes docs/quality.md with the
+table, the targets and a figure (Original, Grayscale, seed, vivid).
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+from bench import report
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOC = ROOT / 'docs' / 'quality.md'
+FIGURE = ROOT / 'docs' / 'quality_figure.png'
+
+_DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
+_STEPS = flags.DEFINE_integer('steps', 1500, 'training steps of each model')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'training and evaluation size')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'training batch of both models')
+_TEMPERATURES = flags.DEFINE_list(
+  'temperatures', ['0.2', '0.3', '0.38', '0.5'], "vivid's decoding temperatures to sweep on val"
+)
+_MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
+
+
+def _stage_train_photos(data_dir, staging):
+  """One folder of symlinks to coco/train2017 and photos/ (data_prep reads one folder)."""
+  if staging.exists():
+    return
+  for sub in ('coco/train2017', 'photos'):
+    src = data_dir / sub
+    if not src.is_dir():
+      raise FileNotFoundError(f'{src} is missing: --data_dir must be the shared photo folder')
+    for path in sorted(src.rglob('*')):
+      if path.is_file():
+        link = staging / sub.replace('/', '_') / path.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path.resolve())
+
+
+def build(data_dir, workdir, image_size):
+  """Train and val records (resumable: finished splits are kept)."""
+  from data_prep import builder  # pylint: disable=g-import-not-at-top
+
+  records = workdir / 'records'
+  staging = workdir / 'train_photos'
+  _stage_train_photos(data_dir, staging)
+  manifest = records / 'manifest.json'
+  done = json.loads(manifest.read_text())['splits'] if manifest.exists() else {}
+  for split, src in (('train', staging), ('val', data_dir / 'coco' / 'val2017')):
+    if split not in done:
+      entry = builder.build_records(str(src), str(records), split, image_size=image_size)
+      print(builder.summary(entry))
+  return records
+
+
+def train(name, records, workdir, steps, image_size, batch_size):
+  """python -m launch.train with the checked-in flagfile; resumes if interrupted."""
+  cmd = [
+    sys.executable,
+    '-m',
+    'launch.train',
+    f'--flagfile=launch/configs/{name}_coco.flags'
+    if name == 'seed'
+    else f'--flagfile=launch/configs/{name}.flags',
+    f'--workdir={workdir / name}',
+    f'--data_dir={records}',
+    f'--image_size={image_size}',
+    f'--batch_size={batch_size}',
+    f'--num_train_steps={steps}',
+    '--worker_count=0',
+    f'--eval_every={max(steps // 4, 1)}',
+    f'--checkpoint_every={max(steps // 4, 1)}',
+    f'--log_every={max(steps // 50, 1)}',
+    '--eval_batches=4',
+    '--parallel=single',
+  ]
+  if name == 'vivid':
+    cmd.append(f'--warmup_steps={steps // 10}')  # the flagfile's warmup is sized for long runs
+  print(' '.join(cmd), flush=True)
+  start = time.time()
+  subprocess.run(cmd, check=True, cwd=ROOT)
+  return time.time() - start
+
+
+def temperature_sweep(vivid_dir, val_dir, image_size, temperatures):
+  """Vivid's metrics on val at each decoding temperature (the model is unchanged)."""
+  from colorjax import evaluation, inference  # pylint: disable=g-import-not-at-top
+
+  images = evaluation.load_eval_images(str(val_dir), image_size)
+  ids = [i for i, _, _ in images]
+  L = np.stack([x for _, x, _ in images])
+  ab = np.stack([x for _, _, x in images])
+  colorizer = inference.load(str(vivid_dir))
+  rows = []
+  for t in temperatures:
+    c = colorizer.replace(config=dataclasses.replace(colorizer.config, temperature=float(t)))
+    m, _ = evaluation.score(ids, L, ab, evaluation.predict_ab(c, L))
+    rows.append(
+      (
+        float(t),
+        m['psnr'],
+        m['auc'],
+        m['colorfulness_ratio'],
+        float(sum(x * x for x in m['ab_bias']) ** 0.5),
+      )
+    )
+  return rows
+
+
+def main(argv):
+  del argv
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required')
+  data_dir = pathlib.Path(_DATA_DIR.value).resolve()
+  workdir = pathlib.Path(_WORKDIR.value).resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  size, steps, batch = _IMAGE_SIZE.value, _STEPS.value, _BATCH_SIZE.value
+  records = build(data_dir, workdir, size)
+  seconds = {}
+  for name in _MODELS.value:
+    seconds[name] = train(name, records, workdir, steps, size, batch)
+  eval_dir = workdir / 'eval'
+  if eval_dir.exists():
+    shutil.rmtree(eval_dir)
+  subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'launch.evaluate',
+      f'--checkpoint={workdir / "seed"}',
+      f'--checkpoint={workdir / "vivid"}',
+      f'--input={data_dir / "coco" / "val2017"}',
+      f'--output_dir={eval_dir}',
+      f'--image_size={size}',
+    ],
+    check=True,
+    cwd=ROOT,
+  )
+  metrics = json.loads((eval_dir / 'metrics.json').read_text())
+  seed, vivid = metrics[str(workdir / 'seed')], metrics[str(workdir / 'vivid')]
+  tint = lambda m: float(sum(x * x for x in m['ab_bias']) ** 0.5)
+  targets = [
+    (
+      'vivid colorfulness ratio >= 0.85',
+      vivid['colorfulness_ratio'],
+      vivid['colorfulness_ratio'] >= 0.85,
+    ),
+    ('vivid tint length <= 3', tint(vivid), tint(vivid) <= 3),
+    (
+      'vivid PSNR >= seed PSNR - 1.0 dB',
+      vivid['psnr'] - seed['psnr'],
+      vivid['psnr'] >= seed['psnr'] - 1.0,
+    ),
+    (
+      'vivid AuC >= seed AuC - 2 points',
+      vivid['auc'] - seed['auc'],
+      vivid['auc'] >= seed['auc'] - 2.0,
+    ),
+  ]
+  sweep = temperature_sweep(
+    workdir / 'vivid', data_dir / 'coco' / 'val2017', size, _TEMPERATURES.value
+  )
+  figures = sorted((eval_dir / 'figures').glob('*.png'))
+  if figures:
+    shutil.copyfile(figures[0], FIGURE)
+  table = (eval_dir / 'report.md').read_text().replace(str(workdir) + os.sep, '')
+  n_val = len(seed['per_image'])
+  n_train = json.loads((records / 'manifest.json').read_text())['splits']['train']['num_records']
+  command = 'python -m bench.quality ' + ' '.join(
+    f'--{k}={v}'
+    for k, v in (
+      ('data_dir', _DATA_DIR.value),
+      ('workdir', _WORKDIR.value),
+      ('steps', steps),
+      ('image_size', size),
+      ('batch_size', batch),
+    )
+  )
+  text = f"""# Quality: the report's model against vivid
+
+Written by `{command}` on {report.machine()}.
+
+Both models trained for {steps} steps of batch {batch} at {size}x{size} on coco/train2017 + photos/
+({n_train} photos after
+data_prep's filters), with the report's augmentation; evaluated by `launch.evaluate` on {n_val}
+coco/val2017 photos at {size}x{size}. Training time: {
+    ', '.join(f'{k} {v / 60:.1f} min' for k, v in seconds.items())
+  } (CPU, 2 cores). Settings: `launch/configs/seed_coco.flags` and
+`launch/configs/vivid.flags`.
+
+{table.strip()}
+
+## Targets
+
+{
+    report.table(
+      ['target', 'value', 'met'], [(n, float(v), 'yes' if ok else 'no') for n, v, ok in targets]
+    )
+  }
+
+## Vivid's decoding temperature on val
+
+{report.table(['T', 'PSNR dB', 'AuC %', 'CF ratio', 'tint length'], sweep)}
+
+## Figure
+
+Original | Grayscale | seed | vivid (the first val photos).
+
+![quality figure](quality_figure.png)
+"""
+  DOC.write_text(text)
+  print(text)
+  print(f'wrote {DOC}')
+
+
+if __name__ == '__main__':
+  app.run(main)
