@@ -112,7 +112,7 @@ class UNet(nn.Module):
     for level in range(3):
       x = self._block(x, self.width << level)
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))  # keyword: jax2onnx needs it
     x = self._block(x, self.width << 3)
     # Classification at half resolution stops before the full-resolution decoder stage.
     last = 1 if self.num_bins and self.head_stride == 2 else 0
