@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import importlib.util
 import logging
 import pathlib
 import tempfile
@@ -14,8 +15,12 @@ from colorjax import inference, visualize
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 FORMATS = ('png', 'jpg')
-BACKENDS = ('jax', 'onnxruntime', 'openvino')
-PRECISIONS = ('fp32', 'bf16', 'int8')
+BACKENDS = ('auto', 'jax', 'onnxruntime', 'openvino')
+PRECISIONS = ('auto', 'fp32', 'bf16', 'int8')
+# What 'auto' picks on a CPU-only JAX: the fastest setting within 0.2 dB PSNR and 2% colorfulness
+# of float32 (docs/benchmarks.md, peers): OpenVINO with int8 calibrated on the user's photos.
+CPU_DEFAULT = ('openvino', 'int8')
+_CPU_MODULES = ('jax2onnx', 'onnx', 'onnxruntime', 'openvino')  # the [cpu] extra
 COMPARE_DIR = 'compare'
 _COMPARE_HEIGHT = 384  # tile height of the --compare strips
 
@@ -30,34 +35,85 @@ def find_inputs(spec):
   return sorted(pathlib.Path(p) for p in glob.glob(str(spec)) if pathlib.Path(p).is_file())
 
 
-def _predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir, temperature):
-  """L (B, S, S) -> ab (B, S, S, 2) for the backend; JAX pads to batch_size (one compile)."""
-  if backend == 'jax':
-    if precision == 'int8':
-      raise ValueError("precision='int8' needs an ONNX backend (onnxruntime or openvino)")
-    if precision == 'bf16':
-      config = dataclasses.replace(colorizer.config, dtype='bfloat16')
-      colorizer = inference.Colorizer(params=colorizer.params, config=config)
-    run = inference.jax_predictor(colorizer, temperature)
+def cpu_runtime_available():
+  """Whether JAX runs on the CPU only and the [cpu] extra (ONNX export and runtimes) is there."""
+  import jax  # pylint: disable=g-import-not-at-top
 
-    def predict(L_BxSxS):
-      n = len(L_BxSxS)
-      padded = np.zeros((batch_size,) + L_BxSxS.shape[1:], np.float32)
-      padded[:n] = L_BxSxS
-      return run(padded)[:n]
+  if jax.default_backend() != 'cpu':
+    return False
+  return all(importlib.util.find_spec(name) is not None for name in _CPU_MODULES)
 
-    return predict
+
+def resolve_backend(backend, precision):
+  """Turns 'auto' into a concrete (backend, precision).
+
+  backend 'auto': CPU_DEFAULT when cpu_runtime_available(), else 'jax'. precision 'auto': int8
+  for OpenVINO (within the quality limits, fastest), fp32 for the others.
+  """
+  if backend not in BACKENDS:
+    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+  if backend == 'auto':
+    backend = CPU_DEFAULT[0] if cpu_runtime_available() else 'jax'
+  if precision == 'auto':
+    precision = CPU_DEFAULT[1] if backend == CPU_DEFAULT[0] else 'fp32'
+  return backend, precision
+
+
+def _jax_predictor(colorizer, precision, batch_size, temperature):
+  """L (B, S, S) -> ab (B, S, S, 2) with JAX, padded to batch_size (one compile)."""
+  if precision == 'int8':
+    raise ValueError("precision='int8' needs an ONNX backend (onnxruntime or openvino)")
+  if precision == 'bf16':
+    config = dataclasses.replace(colorizer.config, dtype='bfloat16')
+    colorizer = inference.Colorizer(params=colorizer.params, config=config)
+  run = inference.jax_predictor(colorizer, temperature)
+
+  def predict(L_BxSxS):
+    n = len(L_BxSxS)
+    padded = np.zeros((batch_size,) + L_BxSxS.shape[1:], np.float32)
+    padded[:n] = L_BxSxS
+    return run(padded)[:n]
+
+  return predict
+
+
+def _onnx_predictor(colorizer, backend, precision, calibration_L, onnx_path, temperature):
+  """L (B, S, S) -> ab (B, S, S, 2) with an ONNX CPU runtime (exported once per run)."""
   from colorjax import cpu_runtime, onnx_export  # pylint: disable=g-import-not-at-top
 
   onnx_path = onnx_export.export_onnx(
     colorizer.config,
     colorizer.params['params'],
-    pathlib.Path(tmp_dir) / 'model.onnx',
+    onnx_path,
     image_size=colorizer.config.image_size,
+    temperature=temperature,
   )
   calibration = None if precision != 'int8' else calibration_L[..., None]
   run = cpu_runtime.cpu_runtime(onnx_path, backend, precision, calibration_L=calibration)
   return lambda L_BxSxS: run(np.asarray(L_BxSxS, np.float32)[..., None])
+
+
+def _predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir, temperature):
+  """(predict function, 'backend precision') resolved; 'auto' falls back to JAX if export fails."""
+  auto = backend == 'auto'
+  backend, precision = resolve_backend(backend, precision)
+  if backend != 'jax':
+    try:
+      predict = _onnx_predictor(
+        colorizer, backend, precision, calibration_L, pathlib.Path(tmp_dir) / 'model.onnx',
+        temperature,
+      )  # fmt: skip
+      logging.info('colorizing with %s %s', backend, precision)
+      return predict, f'{backend} {precision}'
+    except Exception as e:  # pylint: disable=broad-except  (any export or runtime failure)
+      if not auto:
+        raise
+      logging.warning('ONNX export or %s failed (%s: %s); using JAX', backend, type(e).__name__, e)
+      backend, precision = 'jax', 'fp32'
+  logging.info('colorizing with jax %s', precision)
+  return _jax_predictor(colorizer, precision, batch_size, temperature), f'jax {precision}'
 
 
 def _compare_strip(image, colorized):
@@ -87,8 +143,8 @@ def colorize_files(
   compare=False,
   fmt='png',
   overwrite=False,
-  backend='jax',
-  precision='fp32',
+  backend='auto',
+  precision='auto',
   temperature=None,
 ):
   """Colorizes every image of `inputs` into output_dir, keeping names (new extension) and sizes.
@@ -101,25 +157,24 @@ def colorize_files(
     compare: also write an Original | Grayscale | Model strip per photo.
     fmt: 'png' or 'jpg'.
     overwrite: replace existing outputs (default: keep them and skip their inputs).
-    backend: 'jax', or an ONNX CPU runtime ('onnxruntime', 'openvino'; needs the [cpu] extra).
-    precision: 'fp32', 'bf16' or 'int8' (ONNX backends only; calibrated on the first batch).
-    temperature: for classification models (JAX backend).
+    backend: 'jax', an ONNX CPU runtime ('onnxruntime', 'openvino'; needs the [cpu] extra), or
+      'auto' (see resolve_backend: OpenVINO on a CPU-only machine with the extra, else JAX; JAX
+      also if the ONNX export fails, with a warning).
+    precision: 'fp32', 'bf16', 'int8' (ONNX backends only; calibrated on the network inputs of
+      the first batch) or 'auto' (int8 for OpenVINO, fp32 otherwise).
+    temperature: for classification models (fixed in the ONNX export for the CPU runtimes).
 
   Returns:
-    {'written': [output paths], 'kept': [inputs whose output existed], 'failed': {input: reason}}.
+    {'written': [output paths], 'kept': [inputs whose output existed], 'failed': {input: reason},
+    'backend': 'BACKEND PRECISION' used (None if nothing was colorized)}.
   """
   if fmt not in FORMATS:
     raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
-  if backend not in BACKENDS:
-    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-  if precision not in PRECISIONS:
-    raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+  resolve_backend(backend, precision)  # bad names fail before any work
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-  if temperature is not None and backend != 'jax':
-    raise ValueError('temperature works with the jax backend only')
   output_dir = pathlib.Path(output_dir)
-  result = {'written': [], 'kept': [], 'failed': {}}
+  result = {'written': [], 'kept': [], 'failed': {}, 'backend': None}
   todo, targets = [], {}
   for path in find_inputs(inputs):
     target = output_dir / f'{path.stem}.{fmt}'
@@ -152,7 +207,7 @@ def colorize_files(
       size = colorizer.config.image_size
       if predict is None:
         calibration = np.stack([inference.model_input(im, size) for _, _, im in batch])
-        predict = _predictor(
+        predict, result['backend'] = _predictor(
           colorizer, backend, precision, batch_size, calibration, tmp, temperature
         )
       outputs = inference.colorize_images(colorizer, [im for _, _, im in batch], predict=predict)

@@ -22,15 +22,17 @@ _FORMAT = flags.DEFINE_enum('format', 'png', colorize_files.FORMATS, 'output fil
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'replace existing outputs')
 _BACKEND = flags.DEFINE_enum(
   'backend',
-  'jax',
+  'auto',
   colorize_files.BACKENDS,
-  'jax, or an ONNX CPU runtime (pip install colorjax[cpu])',
+  'jax, or an ONNX CPU runtime (pip install colorjax[cpu]); auto: openvino on a CPU-only '
+  'machine with the [cpu] extra, else jax',
 )
 _PRECISION = flags.DEFINE_enum(
   'precision',
-  'fp32',
+  'auto',
   colorize_files.PRECISIONS,
-  'fp32; bf16; int8 (ONNX backends, calibrated on the first batch)',
+  'fp32; bf16; int8 (ONNX backends, calibrated on the first batch); auto: int8 for openvino, '
+  'else fp32',
 )
 _TEMPERATURE = flags.DEFINE_float(
   'temperature',
@@ -74,6 +76,8 @@ def main(argv):
     return 2
   written, kept, failed = len(result['written']), len(result['kept']), len(result['failed'])
   print(f'{written} written, {kept} kept (already there), {failed} failed -> {_OUTPUT_DIR.value}')
+  if result['backend']:
+    print(f'colorized with {result["backend"]}')
   for path, reason in result['failed'].items():
     print(f'FAILED {path}: {reason}', file=sys.stderr)
   if failed:

@@ -4,12 +4,15 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
 import skimage.data
 from inference_test import write_workdir
 from PIL import Image
 
 import colorjax
+from colorjax import colorize_files, onnx_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,10 +43,11 @@ def test_colorize_folder_with_corrupt_file(tmp_path):
   out = tmp_path / 'out'
   common = [f'--checkpoint={tmp_path / "wd"}', f'--output_dir={out}']
 
-  proc = _run(*common, f'--input={photos}', '--compare', '--batch_size=2')
+  proc = _run(*common, f'--input={photos}', '--compare', '--batch_size=2', '--backend=jax')
   assert proc.returncode == 1, proc.stderr
   assert 'broken.jpg' in proc.stderr
   assert '3 written, 0 kept (already there), 1 failed' in proc.stdout
+  assert 'colorized with jax fp32' in proc.stdout
   sizes = {'cat.png': (300, 451), 'gray.png': (37, 101), 'coffee.png': (64, 80)}
   assert sorted(p.name for p in out.glob('*.png')) == sorted(sizes)
   for name, size in sizes.items():
@@ -60,10 +64,30 @@ def test_colorize_folder_with_corrupt_file(tmp_path):
   assert np.abs(L_out - L_in).max() < 0.7
 
   mtime = (out / 'cat.png').stat().st_mtime_ns
-  proc = _run(*common, f'--input={photos}/c*.jpg')
+  proc = _run(*common, f'--input={photos}/c*.jpg', '--backend=jax')
   assert proc.returncode == 0, proc.stderr
   assert '0 written, 1 kept' in proc.stdout
   assert (out / 'cat.png').stat().st_mtime_ns == mtime
+
+
+def test_colorize_with_openvino_int8(tmp_path):
+  write_workdir(tmp_path / 'wd', image_size=32)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  gray = np.asarray(Image.fromarray(skimage.data.camera()).resize((45, 30)))
+  Image.fromarray(gray).save(photos / 'gray.png')
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(photos / 'coffee.png')
+  out = tmp_path / 'out'
+  proc = _run(
+    f'--checkpoint={tmp_path / "wd"}', f'--input={photos}', f'--output_dir={out}',
+    '--backend=openvino',
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr
+  assert 'colorized with openvino int8' in proc.stdout  # precision auto -> int8
+  assert np.asarray(Image.open(out / 'coffee.png')).shape == (40, 50, 3)
+  L_out = colorjax.rgb_to_lab(np.asarray(Image.open(out / 'gray.png')) / 255.0)[..., 0]
+  L_in = colorjax.rgb_to_lab(np.repeat(gray[..., None], 3, -1) / 255.0)[..., 0]
+  assert np.abs(L_out - L_in).max() < 0.7
 
 
 def test_nothing_to_do_or_bad_flags_exit_2(tmp_path):
@@ -72,3 +96,42 @@ def test_nothing_to_do_or_bad_flags_exit_2(tmp_path):
   assert proc.returncode == 2, proc.stderr
   assert _run('--checkpoint=unused', f'--output_dir={tmp_path}').returncode == 2
   assert _run('--checkpoint=x', '--input=y', '--output_dir=z', '--format=gif').returncode == 2
+  assert _run('--checkpoint=x', '--input=y', '--output_dir=z', '--backend=tpu').returncode == 2
+
+
+@pytest.mark.parametrize('available', [True, False])
+def test_auto_backend_follows_cpu_runtime_availability(monkeypatch, available):
+  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda: available)
+  expected = ('openvino', 'int8') if available else ('jax', 'fp32')
+  assert colorize_files.resolve_backend('auto', 'auto') == expected
+  assert colorize_files.resolve_backend('auto', 'fp32')[1] == 'fp32'
+  assert colorize_files.resolve_backend('onnxruntime', 'auto') == ('onnxruntime', 'fp32')
+  assert colorize_files.resolve_backend('jax', 'auto') == ('jax', 'fp32')
+  with pytest.raises(ValueError, match='backend must be one of'):
+    colorize_files.resolve_backend('tpu', 'auto')
+  with pytest.raises(ValueError, match='precision must be one of'):
+    colorize_files.resolve_backend('auto', 'int4')
+
+
+def test_cpu_runtime_available_needs_a_cpu_jax(monkeypatch):
+  assert colorize_files.cpu_runtime_available()  # this machine: CPU JAX with the [cpu] extra
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert not colorize_files.cpu_runtime_available()
+
+
+def test_auto_falls_back_to_jax_when_export_fails(tmp_path, monkeypatch, caplog):
+  write_workdir(tmp_path / 'wd', image_size=32)
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'coffee.png')
+  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda: True)
+
+  def broken_export(*args, **kwargs):
+    raise NotImplementedError('no ONNX for this layer')
+
+  monkeypatch.setattr(onnx_export, 'export_onnx', broken_export)
+  result = colorize_files.colorize_files(tmp_path / 'wd', tmp_path / 'coffee.png', tmp_path / 'out')
+  assert result['backend'] == 'jax fp32' and len(result['written']) == 1
+  assert 'no ONNX for this layer' in caplog.text
+  with pytest.raises(NotImplementedError):  # asked for explicitly: no silent fallback
+    colorize_files.colorize_files(
+      tmp_path / 'wd', tmp_path / 'coffee.png', tmp_path / 'out2', backend='openvino'
+    )
