@@ -14,6 +14,10 @@ from PIL import Image
 
 from colorjax import constants, inference, models
 
+XYZ_FROM_RGB = np.array(
+  [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)  # sRGB primaries, D65
+
 
 def random_params(config, seed):
   """LeCun-normal params of the config's network, drawn with NumPy (no slow eager model.init)."""
@@ -145,12 +149,7 @@ def test_fit_gamut_keeps_L_and_hue():
   # Inside sRGB: skimage's unclipped conversion stays in [0, 1] and gives back the same L.
   lab_px = np.concatenate([L[:, None], fitted], -1).astype(np.float64)
   xyz = skimage.color.lab2xyz(lab_px[None])[0]
-  xyz_from_rgb = [
-    [0.412453, 0.357580, 0.180423],
-    [0.212671, 0.715160, 0.072169],
-    [0.019334, 0.119193, 0.950227],
-  ]  # sRGB primaries, D65
-  lin = xyz @ np.linalg.inv(np.array(xyz_from_rgb)).T
+  lin = xyz @ np.linalg.inv(XYZ_FROM_RGB).T
   assert lin.min() > -1e-4 and lin.max() < 1 + 1e-4
   assert (scale < 1).mean() > 0.3  # most random colors were outside and got fitted
   # In-gamut pixels are untouched.
@@ -207,3 +206,27 @@ def test_read_image_inputs_and_errors():
     inference.read_image(np.zeros((5, 7, 3), np.float32))
   with pytest.raises(ValueError, match='grayscale or RGB'):
     inference.read_image(np.zeros((5, 7, 2), np.uint8))
+
+
+def test_join_photo_or_L_and_both_gamut_paths():
+  image = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((300, 130), Image.BICUBIC))
+  rng = np.random.RandomState(0)
+  mild = rng.uniform(-20, 20, (16, 16, 2)).astype(np.float32)
+  vivid = rng.uniform(-120, 120, (16, 16, 2)).astype(np.float32)  # mostly outside sRGB
+  for ab in (mild, vivid):
+    out = inference.join(image, ab)
+    assert out.shape == (130, 300, 3) and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - inference.join(inference.lightness(image), ab))
+    # Up to rounding; a fitted pixel can land one bisection step apart (L differs by < 0.01).
+    assert diff.max() <= 1 or (np.mean(diff > 1) < 1e-4 and ab is vivid), diff.max()
+    _check_keeps_lightness(image, out)
+  # Reference for in-gamut pixels: skimage's Lab -> sRGB of the upsampled ab.
+  ab_full = np.asarray(jax.image.resize(mild, (130, 300, 2), 'bilinear', antialias=False))
+  lab_px = np.concatenate([inference.lightness(image)[..., None], ab_full], -1)
+  expected = np.round(skimage.color.lab2rgb(lab_px.astype(np.float64)) * 255)
+  linear = skimage.color.lab2xyz(lab_px.astype(np.float64)) @ np.linalg.inv(XYZ_FROM_RGB).T
+  inside = np.all((linear > 1e-3) & (linear < 1 - 1e-3), axis=-1)
+  assert inside.mean() > 0.7
+  assert np.abs(inference.join(image, mild).astype(int) - expected)[inside].max() <= 1
+  with pytest.raises(ValueError, match='uint8 photo'):
+    inference.join(np.zeros((4, 5, 2), np.uint8), mild)
