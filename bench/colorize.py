@@ -1,4 +1,4 @@
-"""Time to colorize one 256 px image, 8 of them and a 12-megapixel photo vs the network alone.
+"""Time to colorize one 256 px image, 8 of them and a 12-megapixel photo (JAX and the CPU default).
 
 python3 -m bench.colorize                       # a randomly initialized seed model at 256 px
 python3 -m bench.colorize --checkpoint=DIR      # a training workdir or exported params
@@ -6,6 +6,7 @@ python3 -m bench.colorize --checkpoint=DIR      # a training workdir or exported
 
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -15,7 +16,7 @@ from absl import app, flags
 from PIL import Image
 
 from bench import report
-from colorjax import inference, models
+from colorjax import colorize_files, inference, lab, models
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'workdir or export (default: random init)')
 _PHOTO = flags.DEFINE_string(
@@ -77,33 +78,60 @@ def main(argv):
   L8 = rng.uniform(0, 100, (8, size, size)).astype(np.float32)
   small = [photo(_PHOTO.value, size, size)] * 8
   big = photo(_PHOTO.value, 4000, 3000)
-  net1, net8, e2e1, e2e8, e2e_big = median_seconds(
-    [
-      lambda: run(L1),
-      lambda: run(L8),
-      lambda: inference.colorize_image(colorizer, small[0]),
-      lambda: inference.colorize_images(colorizer, small),
-      lambda: inference.colorize_image(colorizer, big),
-    ],
-    n,
-  )
+  L_big = inference.lightness(big)
+  ab_model = run(inference.model_input(big, size)[None])[0]
+  ab_photo = lab.rgb8_to_lab(photo(_PHOTO.value, size, size))[..., 1:]  # a photo's own chroma
+  backend, precision = colorize_files.resolve_backend('auto', 'auto')
+  with tempfile.TemporaryDirectory() as tmp:
+    cpu, setting = colorize_files.make_predictor(
+      colorizer, 'auto', 'auto', 1, inference.model_input(big, size)[None], tmp, temperature=None
+    )
+    cases = {
+      f'network alone, 1 x {size}x{size}': (lambda: run(L1), 1),
+      f'network alone, batch 8 x {size}x{size}': (lambda: run(L8), 8),
+      f'colorize_image, 1 x {size}x{size} RGB': (
+        lambda: inference.colorize_image(colorizer, small[0]),
+        1,
+      ),
+      f'colorize_images, 8 x {size}x{size} RGB': (
+        lambda: inference.colorize_images(colorizer, small),
+        8,
+      ),
+      '12 MP (4000x3000) RGB end to end, jax fp32': (
+        lambda: inference.colorize_image(colorizer, big),
+        1,
+      ),
+      f'12 MP RGB end to end, {setting} (CPU default)': (
+        lambda: inference.colorize_images(colorizer, [big], predict=cpu),
+        1,
+      ),
+      f'network alone, 1 x {size}x{size}, {setting}': (lambda: cpu(L1), 1),
+      '12 MP full-res L (inference.lightness)': (lambda: inference.lightness(big), 1),
+      '12 MP join from L, model ab': (lambda: inference.join(L_big, ab_model), 1),
+      '12 MP join from the RGB photo, model ab': (lambda: inference.join(big, ab_model), 1),
+      '12 MP join from the RGB photo, its own ab (realistic chroma)': (
+        lambda: inference.join(big, ab_photo),
+        1,
+      ),
+    }
+    seconds = median_seconds([fn for fn, _ in cases.values()], n)
+  net1 = seconds[0]
   rows = [
-    (f'network alone, 1 x {size}x{size}', net1 * 1e3, 1.0, 1 / net1),
-    (f'network alone, batch 8 x {size}x{size}', net8 * 1e3, net8 / net1, 8 / net8),
-    (f'colorize_image, 1 x {size}x{size} RGB', e2e1 * 1e3, e2e1 / net1, 1 / e2e1),
-    (f'colorize_images, 8 x {size}x{size} RGB', e2e8 * 1e3, e2e8 / net1, 8 / e2e8),
-    ('colorize_image, 4000x3000 (12 MP) RGB', e2e_big * 1e3, e2e_big / net1, 1 / e2e_big),
+    (name, t * 1e3, t / net1, images / t) for (name, (_, images)), t in zip(cases.items(), seconds)
   ]
   model = _CHECKPOINT.value or f'random-init seed model at {size} px'
   body = (
-    f'Model: {model}; {n} timed runs after a warm-up, median. End to end = read, antialiased '
-    'downscale to the model size, network, bilinear ab upsampling to full size, gamut fit '
-    "keeping L, Lab -> RGB uint8 (a random model saturates most pixels: the gamut fit's worst "
-    'case). 12 MP: the full-size work runs in 1-megapixel chunks '
-    f'({(e2e_big - net1) / 12 * 1e3:.0f} ms per megapixel beyond the network).\n\n'
-    + report.table(['case', 'ms', 'x network (1 image)', 'images/s'], rows)
+    f'Model: {model}; {n} timed runs after a warm-up, interleaved, median. End to end = '
+    'antialiased downscale to the model size, network, bilinear ab upsampling to full size, '
+    "Lab -> RGB uint8 keeping the photo's L, gamut fit of the pixels outside sRGB (a random "
+    "model saturates most pixels: the gamut fit's worst case; the last row has a photo's own "
+    'chroma, as a trained model gives). The full-size work runs in one jitted XLA function per '
+    f'1-megapixel chunk. CPU default (--backend=auto here): {backend} {precision}, int8 '
+    'calibrated on the timed input.\n\n'
+    + report.table(['case', 'ms', 'x network (1 image, jax)', 'images/s'], rows)
   )
   report.write_section('colorize', ' '.join(['python3 -m bench.colorize'] + sys.argv[1:]), body)
+  print(body)
 
 
 if __name__ == '__main__':

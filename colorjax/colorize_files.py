@@ -95,7 +95,7 @@ def _onnx_predictor(colorizer, backend, precision, calibration_L, onnx_path, tem
   return lambda L_BxSxS: run(np.asarray(L_BxSxS, np.float32)[..., None])
 
 
-def _predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir, temperature):
+def make_predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir, temperature):
   """(predict function, 'backend precision') resolved; 'auto' falls back to JAX if export fails."""
   auto = backend == 'auto'
   backend, precision = resolve_backend(backend, precision)
@@ -207,7 +207,7 @@ def colorize_files(
       size = colorizer.config.image_size
       if predict is None:
         calibration = np.stack([inference.model_input(im, size) for _, _, im in batch])
-        predict, result['backend'] = _predictor(
+        predict, result['backend'] = make_predictor(
           colorizer, backend, precision, batch_size, calibration, tmp, temperature
         )
       outputs = inference.colorize_images(colorizer, [im for _, _, im in batch], predict=predict)
