@@ -1,4 +1,4 @@
-"""Shared by bench scripts: the machine description and one replaceable section of docs/benchmarks.md."""
+"""Shared by bench scripts: the machine description and one section of docs/benchmarks.md."""
 
 import os
 import pathlib
@@ -22,7 +22,9 @@ def machine():
     pass
   try:
     import jax  # pylint: disable=g-import-not-at-top
-    dev = f'{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}'
+
+    d = jax.devices()[0]
+    dev = f'{d.device_kind} x{jax.device_count()} ({jax.default_backend()}), jax {jax.__version__}'
   except Exception:  # pylint: disable=broad-except
     dev = 'no jax'
   return f'{cpu}, {os.cpu_count()} cores; {dev}'
@@ -37,19 +39,27 @@ def table(header, rows):
 
 
 def write_section(name, command, body):
-  """Replaces (or appends) the section `name` of docs/benchmarks.md, stamped with command and machine."""
+  """Replaces (or appends) section `name` of docs/benchmarks.md, with command and machine."""
   try:
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                            text=True, cwd=DOC.parent, check=False).stdout.strip()
+    commit = subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'],
+      capture_output=True,
+      text=True,
+      cwd=DOC.parent,
+      check=False,
+    ).stdout.strip()
   except OSError:
     commit = ''
-  section = (f'<!-- begin {name} -->\n## {name}\n\nCommand: `{command}`  \n'
-             f'Machine: {machine()}  \nCommit: {commit or "unknown"}\n\n{body.strip()}\n'
-             f'<!-- end {name} -->\n')
+  section = (
+    f'<!-- begin {name} -->\n## {name}\n\nCommand: `{command}`  \n'
+    f'Machine: {machine()}  \nCommit: {commit or "unknown"}\n\n{body.strip()}\n'
+    f'<!-- end {name} -->\n'
+  )
   DOC.parent.mkdir(parents=True, exist_ok=True)
   text = DOC.read_text() if DOC.exists() else _TITLE
-  pattern = re.compile(rf'<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->\n',
-                       re.S)
+  pattern = re.compile(
+    rf'<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->\n', re.S
+  )
   text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + '\n' + section
   DOC.write_text(text)
   print(body)

@@ -6,16 +6,16 @@ from colorjax.models import ModelConfig, create_model
 from colorjax.records import decode_example, encode_example
 
 __all__ = [
-    'Colorizer',
-    'ModelConfig',
-    'colorize',
-    'colorize_image',
-    'colorize_images',
-    'create_model',
-    'decode_example',
-    'encode_example',
-    'lab_to_rgb',
-    'load',
-    'rgb_to_lab',
+  'Colorizer',
+  'ModelConfig',
+  'colorize',
+  'colorize_image',
+  'colorize_images',
+  'create_model',
+  'decode_example',
+  'encode_example',
+  'lab_to_rgb',
+  'load',
+  'rgb_to_lab',
 ]
 __version__ = '0.1.0'

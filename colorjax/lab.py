@@ -4,9 +4,9 @@ import numpy as np
 
 # Linear sRGB -> XYZ, the matrix scikit-image uses (derived from the sRGB primaries and D65).
 XYZ_FROM_RGB = np.array(
-    [[0.412453, 0.357580, 0.180423],
-     [0.212671, 0.715160, 0.072169],
-     [0.019334, 0.119193, 0.950227]], dtype=np.float64)
+  [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+  dtype=np.float64,
+)
 RGB_FROM_XYZ = np.linalg.inv(XYZ_FROM_RGB)
 D65_WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
 
@@ -21,6 +21,7 @@ def _xp(x):
   if isinstance(x, (np.ndarray, np.generic, list, tuple, float, int)):
     return np
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   return jnp
 
 
@@ -51,7 +52,7 @@ def _f(t, xp):
 
 def _f_inv(f, xp):
   safe = xp.maximum(f, _DELTA)
-  return xp.where(f > _DELTA, safe ** 3, (f - 16.0 / 116.0) / _KAPPA_LINEAR)
+  return xp.where(f > _DELTA, safe**3, (f - 16.0 / 116.0) / _KAPPA_LINEAR)
 
 
 def linear_rgb_to_lab(lin, xp=np):
@@ -110,7 +111,7 @@ def rgb8_to_lab(rgb_u8):
   tmp = np.empty(m, np.float32)
   low = np.empty(m, bool)
   for start in range(0, flat.shape[0], _CHUNK):
-    rgb = flat[start:start + _CHUNK]
+    rgb = flat[start : start + _CHUNK]
     k = rgb.shape[0]
     if k < m:  # the last, shorter chunk
       lin, f, t, tmp, low = lin[:, :k], f[:, :k], t[:k], tmp[:k], low[:k]
@@ -126,7 +127,7 @@ def rgb8_to_lab(rgb_u8):
       np.multiply(t, np.float32(_KAPPA_LINEAR), out=tmp)
       tmp += np.float32(16.0 / 116.0)
       np.copyto(f[i], tmp, where=low)
-    lab = out[start:start + k]
+    lab = out[start : start + k]
     np.multiply(f[1], np.float32(116.0), out=tmp)
     tmp -= np.float32(16.0)
     lab[:, 0] = tmp

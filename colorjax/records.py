@@ -44,8 +44,14 @@ def encode_example(L, ab, id):  # pylint: disable=redefined-builtin
     raise ValueError('image side or id too long for the record header')
   L_q = L if L.dtype == np.uint8 else quantize_L(L)
   ab_q = ab if ab.dtype == np.int8 else quantize_ab(ab)
-  return b''.join((_HEADER.pack(MAGIC, h, w, len(id_bytes)), id_bytes,
-                   np.ascontiguousarray(L_q).tobytes(), np.ascontiguousarray(ab_q).tobytes()))
+  return b''.join(
+    (
+      _HEADER.pack(MAGIC, h, w, len(id_bytes)),
+      id_bytes,
+      np.ascontiguousarray(L_q).tobytes(),
+      np.ascontiguousarray(ab_q).tobytes(),
+    )
+  )
 
 
 def decode_quantized(data):
@@ -58,7 +64,7 @@ def decode_quantized(data):
     raise ValueError(f'record of {len(data)} bytes does not hold a {h}x{w} image')
   L = np.frombuffer(data, np.uint8, h * w, start).reshape(h, w, 1)
   ab = np.frombuffer(data, np.int8, 2 * h * w, start + h * w).reshape(h, w, 2)
-  return {'L': L, 'ab': ab, 'id': bytes(data[_HEADER.size:start]).decode('utf-8')}
+  return {'L': L, 'ab': ab, 'id': bytes(data[_HEADER.size : start]).decode('utf-8')}
 
 
 def dequantize(L_q, ab_q, xp=np):

@@ -61,7 +61,7 @@ def comparison_grid(rows, titles=None, tile_height=None, pad=4):
     y = top + pad + r * (tile_height + pad)
     x = pad
     for c, im in enumerate(row):
-      canvas[y:y + tile_height, x:x + im.shape[1]] = im
+      canvas[y : y + tile_height, x : x + im.shape[1]] = im
       x += col_w[c] + pad
   if titles:
     pil = Image.fromarray(canvas)

@@ -31,19 +31,23 @@ def test_lab_to_rgb_matches_skimage_and_round_trips():
 
 def test_jax_matches_numpy_under_jit():
   rgb = _rgb_grid(15).reshape(-1, 1, 3).astype(np.float32)
-  np.testing.assert_allclose(jax.jit(colorjax.rgb_to_lab)(jnp.asarray(rgb)),
-                             colorjax.rgb_to_lab(rgb), atol=1e-3)
+  np.testing.assert_allclose(
+    jax.jit(colorjax.rgb_to_lab)(jnp.asarray(rgb)), colorjax.rgb_to_lab(rgb), atol=1e-3
+  )
   lab_np = colorjax.rgb_to_lab(rgb)
-  np.testing.assert_allclose(jax.jit(colorjax.lab_to_rgb)(jnp.asarray(lab_np)),
-                             colorjax.lab_to_rgb(lab_np), atol=1e-4)
+  np.testing.assert_allclose(
+    jax.jit(colorjax.lab_to_rgb)(jnp.asarray(lab_np)), colorjax.lab_to_rgb(lab_np), atol=1e-4
+  )
 
 
 def test_wild_lab_gives_finite_clipped_rgb_and_gradients():
   rng = np.random.default_rng(0)
-  wild = np.concatenate([
+  wild = np.concatenate(
+    [
       rng.uniform(-1000, 1000, (5000, 3)),
       np.array([[0, 0, 0], [100, 0, 0], [50, 127, 127], [50, -128, -128], [-5, 200, -300]]),
-  ])
+    ]
+  )
   out = colorjax.lab_to_rgb(wild)
   assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
   grads = jax.grad(lambda x: colorjax.lab_to_rgb(x).sum())(jnp.asarray(wild, jnp.float32))
