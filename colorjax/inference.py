@@ -203,11 +203,15 @@ def _bilinear_taps(n_out, n_in):
 
 
 def upsample_rows(ab_hxwx2, height, width, r0, r1):
-  """Rows r0:r1 of ab (h, w, 2) bilinearly resized to (height, width, 2)."""
+  """Rows r0:r1 of ab (h, w, 2) bilinearly resized to (height, width, 2), as join computes them."""
   y0, y1, wy = (t[r0:r1] for t in _bilinear_taps(height, ab_hxwx2.shape[0]))
-  x0, x1, wx = _bilinear_taps(width, ab_hxwx2.shape[1])
-  rows = ab_hxwx2[y0] * (1 - wy)[:, None, None] + ab_hxwx2[y1] * wy[:, None, None]
-  return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+  wide = _widen(jnp.asarray(ab_hxwx2, jnp.float32), *_bilinear_taps(width, ab_hxwx2.shape[1]))
+  return np.asarray(_lerp_rows(wide, y0, y1, wy))
+
+
+def _lerp_rows(ab_hxWx2, y0, y1, wy):
+  """Rows of ab interpolated between source rows y0 and y1 with weights wy."""
+  return ab_hxWx2[y0] * (1 - wy)[:, None, None] + ab_hxWx2[y1] * wy[:, None, None]
 
 
 def _linear_rgb(L, a, b):
@@ -301,18 +305,16 @@ def _widen(ab_hxwx2, x0, x1, wx):
 @jax.jit
 def _join_rows(source, ab_hxWx2, y0, y1, wy):
   """Table indices (R, W, 3) uint16 of one chunk of rows; _OUTSIDE in red: outside sRGB."""
-  ab = ab_hxWx2[y0] * (1 - wy)[:, None, None] + ab_hxWx2[y1] * wy[:, None, None]
-  ab = jnp.clip(ab, -constants.AB_MAX, constants.AB_MAX)
+  ab = jnp.clip(_lerp_rows(ab_hxWx2, y0, y1, wy), -constants.AB_MAX, constants.AB_MAX)
   rgb = _linear_rgb(_rows_lightness(source), ab[..., 0], ab[..., 1])
-  to_index = lambda c: jnp.round(jnp.clip(c, 0.0, 1.0) * _LINEAR_STEPS).astype(jnp.uint16)
-  red = jnp.where(_inside(rgb), to_index(rgb[0]), _OUTSIDE)
-  return jnp.stack([red, to_index(rgb[1]), to_index(rgb[2])], axis=-1)
+  index = _table_index(rgb)
+  return index.at[..., 0].set(jnp.where(_inside(rgb), index[..., 0], _OUTSIDE))
 
 
 @jax.jit
 def _join_rows_fitted(source, ab_hxWx2, y0, y1, wy):
   """As _join_rows with every pixel gamut-fitted: for chunks that are mostly outside sRGB."""
-  ab = ab_hxWx2[y0] * (1 - wy)[:, None, None] + ab_hxWx2[y1] * wy[:, None, None]
+  ab = _lerp_rows(ab_hxWx2, y0, y1, wy)
   L = _rows_lightness(source)
   ab = fit_gamut(L.reshape(-1), ab.reshape(-1, 2)).reshape(ab.shape)
   return _table_index(_linear_rgb(L, ab[..., 0], ab[..., 1]))
