@@ -168,8 +168,17 @@ def _plan(output_dir, split, num_shards, settings, fingerprint, overwrite):
 
 
 def _pool_context():
-  # Forking a process that runs JAX's threads can deadlock; spawn then (slower start).
-  return multiprocessing.get_context('spawn' if 'jax' in sys.modules else 'fork')
+  """fork (fast start, the Lab code table shared) unless this process has started JAX's backend,
+  whose threads can deadlock a forked child; spawn then. Importing jax starts no thread."""
+  started = 'jax' in sys.modules
+  if started:
+    try:
+      from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
+      started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # a jax without this function: stay on the safe side
+      pass
+  return multiprocessing.get_context('spawn' if started else 'fork')
 
 
 def build_records(
@@ -232,7 +241,7 @@ def build_records(
     num_shards=num_shards,
     **options,
     gray_chroma=images.GRAY_CHROMA,
-    resample='bicubic',
+    resample='jpeg: libjpeg-turbo M/8 scaling + opencv bicubic; else pil antialiased bicubic',
   )
   fingerprint = json.dumps([settings, n, source.fingerprint()])
   os.makedirs(os.path.join(output_dir, '.shards'), exist_ok=True)
@@ -248,7 +257,10 @@ def build_records(
     results = map(_process, indices)
     pool = None
   else:
-    pool = _pool_context().Pool(workers, _init_worker, (source, options))
+    context = _pool_context()
+    if context.get_start_method() == 'fork':
+      images.lab_code_table()  # built once here, shared by the forked workers
+    pool = context.Pool(workers, _init_worker, (source, options))
     results = pool.imap(_process, indices, chunksize=max(1, min(8, len(indices) // (4 * workers))))
   try:
     for k in todo:
