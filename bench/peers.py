@@ -87,48 +87,11 @@ def jax_train_step(model, learning_rate=1e-3):
   return tx, step
 
 
-def conv3x3_as_matmul(x_BxHxWxC, kernel_3x3xCxN, bias_N, stride):
-  """nn.Conv(N, (3, 3), strides=stride, padding='SAME') as 9 shifted slices and one matmul.
-
-  Same params as the Flax layer. XLA on the CPU trains this ~1.9x faster than its convolution:
-  the backward pass becomes matmuls, pads and slices instead of slow convolution gradients.
-  """
-
-  _, H, W, C = x_BxHxWxC.shape
-  pad = (1, 1) if stride == 1 else (0, 1)  # 'SAME' for stride 2 on even sizes pads after only
-  x = jnp.pad(x_BxHxWxC, ((0, 0), pad, pad, (0, 0)))
-  h, w = H // stride, W // stride
-  patches = jnp.concatenate(
-    [x[:, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride]
-     for i in range(3) for j in range(3)], axis=-1)  # fmt: skip
-  return patches @ kernel_3x3xCxN.reshape(9 * C, -1) + bias_N
-
-
-class SeedAsMatmul:
-  """The seed network's forward with conv3x3_as_matmul, on SeedNet's params."""
-
-  def init(self, rng, L):
-
-    return models.SeedNet().init(rng, L)
-
-  def apply(self, variables, L_BxHxWx1):
-
-    conv = lambda x, k, s=1: conv3x3_as_matmul(
-      x, variables['params'][f'Conv_{k}']['kernel'], variables['params'][f'Conv_{k}']['bias'], s
-    )
-    x = L_BxHxWx1
-    for k, (_, stride) in enumerate(ENCODER):
-      x = jax.nn.relu(conv(x, k, stride))
-    x = jax.nn.relu(conv(models.upsample2(x), len(ENCODER)))
-    x = jax.nn.relu(conv(models.upsample2(x), len(ENCODER) + 1))
-    return models.upsample2(jnp.tanh(conv(x, len(ENCODER) + 2)))
-
-
 def time_jax(size, batch, reps, rng):
   """JAX/XLA rows: train float32, inference float32 and bfloat16."""
 
   L, ab = fake_batch(batch, size, rng)
-  model = models.SeedNet()
+  model = models.SeedNet(conv='xla')
   params = model.init(jax.random.key(0), jnp.asarray(L[:1]))['params']
   n_params = sum(p.size for p in jax.tree.leaves(params))
   tx, step = jax_train_step(model)
@@ -139,18 +102,18 @@ def time_jax(size, batch, reps, rng):
     loss.block_until_ready()
 
   rows = {('train', 'f32'): throughput(train, batch, reps)}
-  _, step_mm = jax_train_step(SeedAsMatmul())
+  _, step_mm = jax_train_step(models.SeedNet(conv='matmul'))  # the CPU default (conv='auto')
   state_mm = [params, tx.init(params)]
 
   def train_mm():
     state_mm[0], state_mm[1], loss = step_mm(state_mm[0], state_mm[1], L, ab)
     loss.block_until_ready()
 
-  rows[('train', 'f32, convs as matmuls')] = throughput(train_mm, batch, reps)
-  for dtype in ('f32', 'bf16'):
-    net = models.SeedNet(dtype=jnp.bfloat16 if dtype == 'bf16' else jnp.float32)
+  rows[('train', 'f32, conv=matmul')] = throughput(train_mm, batch, reps)
+  for dtype, conv in (('f32', 'xla'), ('f32', 'matmul'), ('bf16', 'xla')):
+    net = models.SeedNet(dtype=jnp.bfloat16 if dtype == 'bf16' else jnp.float32, conv=conv)
     apply = jax.jit(lambda p, x, net=net: net.apply({'params': p}, x))
-    rows[('infer', dtype)] = throughput(
+    rows[('infer', dtype if conv == 'xla' else f'{dtype}, conv=matmul')] = throughput(
       lambda a=apply: a(params, L).block_until_ready(), batch, reps
     )
   return n_params, rows
@@ -397,6 +360,15 @@ def main(argv):
     f'{size}x{size}, batch {batch}, {threads} threads, best of {reps}; train = Adam + MSE. '
     f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}.'
   )
+  jax_rows = results['JAX/XLA (colorjax)'][1]
+  for name in ('PyTorch', 'Keras/TF'):
+    if name in results:
+      peer = results[name][1][('train', 'f32')]
+      notes += (
+        f' Training, colorjax / {name} f32: {jax_rows[("train", "f32, conv=matmul")] / peer:.2f}x '
+        f'with conv=matmul (the CPU default), {jax_rows[("train", "f32")] / peer:.2f}x with '
+        'lax.conv.'
+      )
   command = 'python -m bench.peers' + (' --quick' if _QUICK.value else '')
   peers_body = notes + '\n\n' + report.table(header, rows)
   if _WRITE.value:

@@ -33,7 +33,9 @@ _STEPS = flags.DEFINE_integer('steps', 1500, 'training steps of each model')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'training and evaluation size')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'training batch of both models')
 _TEMPERATURES = flags.DEFINE_list(
-  'temperatures', ['0.2', '0.3', '0.38', '0.5'], "vivid's decoding temperatures to sweep on val"
+  'temperatures',
+  ['0.1', '0.2', '0.3', '0.38', '0.5'],
+  "vivid's decoding temperatures to sweep on val",
 )
 _MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
 
@@ -67,6 +69,12 @@ def build(data_dir, workdir, image_size):
       entry = builder.build_records(str(src), str(records), split, image_size=image_size)
       print(builder.summary(entry))
   return records
+
+
+def latest_checkpoint(run_dir):
+  """The step of the newest checkpoint under run_dir/checkpoints (0 when there is none)."""
+  steps = [int(p.name) for p in (run_dir / 'checkpoints').glob('*') if p.name.isdigit()]
+  return max(steps, default=0)
 
 
 def train(name, records, workdir, steps, image_size, batch_size):
@@ -132,8 +140,9 @@ def main(argv):
   workdir.mkdir(parents=True, exist_ok=True)
   size, steps, batch = _IMAGE_SIZE.value, _STEPS.value, _BATCH_SIZE.value
   records = build(data_dir, workdir, size)
-  seconds = {}
+  seconds, resumed = {}, {}
   for name in _MODELS.value:
+    resumed[name] = latest_checkpoint(workdir / name)
     seconds[name] = train(name, records, workdir, steps, size, batch)
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
@@ -201,7 +210,14 @@ Both models trained for {steps} steps of batch {batch} at {size}x{size} on coco/
 data_prep's filters), with the report's augmentation; evaluated by `launch.evaluate` on {n_val}
 coco/val2017 photos at {size}x{size}. Training time: {
     ', '.join(f'{k} {v / 60:.1f} min' for k, v in seconds.items())
-  } (CPU, 2 cores). Settings: `launch/configs/seed_coco.flags` and
+  } (CPU, 2 cores){
+    ''.join(
+      f'; {k} resumed from its step-{v} checkpoint of an earlier run of this command (exact '
+      'resume: same data order, optimizer state and schedule)'
+      for k, v in resumed.items()
+      if v
+    )
+  }. Settings: `launch/configs/seed_coco.flags` and
 `launch/configs/vivid.flags`.
 
 {table.strip()}

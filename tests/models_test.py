@@ -37,6 +37,38 @@ def test_param_counts_and_no_batch_stats():
   assert _count(seed_cls) == 6_215_074 - (3 * 3 * 32 * 2 + 2) + (32 * Q + Q)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('size', [(8, 8), (7, 9)])
+def test_conv3x3_as_matmul_is_nn_conv(stride, size):
+  x = jax.random.normal(jax.random.key(1), (2, *size, 5))
+  ref = models.nn.Conv(6, (3, 3), strides=stride, padding='SAME')
+  mine = models.Conv3x3AsMatmul(6, stride)
+  params = ref.init(jax.random.key(2), x)
+  assert jax.tree.map(jnp.shape, mine.init(jax.random.key(2), x)) == jax.tree.map(jnp.shape, params)
+  jax.tree.map(np.testing.assert_array_equal, mine.init(jax.random.key(2), x), params)
+  np.testing.assert_allclose(mine.apply(params, x), ref.apply(params, x), atol=1e-5, rtol=1e-5)
+  # Gradients with respect to the input and the params agree as well.
+  grad = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), grad(mine), grad(ref)
+  )
+
+
+@pytest.mark.parametrize('name,loss', PAIRS)
+def test_conv_implementations_share_params_and_function(name, loss):
+  L = jax.random.uniform(jax.random.key(3), (2, 32, 32, 1), maxval=100.0)
+  out, params = {}, {}
+  for conv in ('xla', 'matmul'):
+    model = models.create_model(models.ModelConfig(name=name, loss=loss, width=8, conv=conv))
+    params[conv] = model.init(jax.random.key(0), L)
+    out[conv] = model.apply(params['xla'], L)
+  jax.tree.map(np.testing.assert_array_equal, params['xla'], params['matmul'])
+  np.testing.assert_allclose(out['matmul'], out['xla'], atol=2e-4, rtol=1e-4)
+  assert models.resolve_conv('auto') == 'matmul'  # these tests run on the CPU
+  with pytest.raises(ValueError, match='conv must be one of'):
+    models.ModelConfig(conv='winograd')
+
+
 @pytest.mark.parametrize('name,loss', PAIRS)
 @pytest.mark.parametrize('size', [(64, 64), (48, 80)])
 def test_output_shapes(name, loss, size):
