@@ -77,6 +77,15 @@ def latest_checkpoint(run_dir):
   return max(steps, default=0)
 
 
+def add_train_seconds(run_dir, seconds):
+  """Adds seconds to the training time this command recorded in run_dir; returns the total, so a
+  run resumed by a later invocation still reports the time it took."""
+  path = run_dir / 'bench_train_seconds.json'
+  total = seconds + (json.loads(path.read_text())['seconds'] if path.exists() else 0.0)
+  path.write_text(json.dumps({'seconds': total}))
+  return total
+
+
 def train(name, records, workdir, steps, image_size, batch_size):
   """python -m launch.train with the checked-in flagfile; resumes if interrupted."""
   cmd = [
@@ -143,7 +152,9 @@ def main(argv):
   seconds, resumed = {}, {}
   for name in _MODELS.value:
     resumed[name] = latest_checkpoint(workdir / name)
-    seconds[name] = train(name, records, workdir, steps, size, batch)
+    seconds[name] = add_train_seconds(
+      workdir / name, train(name, records, workdir, steps, size, batch)
+    )
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
     shutil.rmtree(eval_dir)
@@ -213,7 +224,8 @@ coco/val2017 photos at {size}x{size}. Training time: {
   } (CPU, 2 cores){
     ''.join(
       f'; {k} resumed from its step-{v} checkpoint of an earlier run of this command (exact '
-      'resume: same data order, optimizer state and schedule)'
+      'resume: same data order, optimizer state and schedule; the time adds up every invocation '
+      'of this command that recorded one)'
       for k, v in resumed.items()
       if v
     )
