@@ -406,8 +406,8 @@ def test_fast_jpeg_path_applies_every_exif_orientation(orientation):
 def test_fast_jpeg_path_agrees_with_pil_on_a_photo(resize):
   """The fast path (M/8 DCT scaling, crop to whole pixels, OpenCV bicubic) vs PIL's antialiased
   bicubic from its own draft decode: on average within about one Lab unit."""
-  photo = _jpeg(_chelsea())  # 451 x 300: decoded at 4/8 scale for 128, at 1/8 for 32
-  for size in (128, 32):
+  photo = _jpeg(_chelsea())  # 451 x 300: decoded at 4/8 scale for 128, at 1/8 for 32 and 16
+  for size in (128, 32, 16):  # 16: the remaining 38 -> 16 step goes through PIL
     fast = images.load_rgb8(photo, size, resize=resize)
     img = Image.open(io.BytesIO(photo))
     img.draft('RGB', (size, size))
