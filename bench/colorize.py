@@ -16,7 +16,7 @@ from absl import app, flags
 from PIL import Image
 
 from bench import report
-from colorjax import colorize_files, inference, lab, models
+from colorjax import colorize_files, fullsize, inference, lab, models
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'workdir or export (default: random init)')
 _PHOTO = flags.DEFINE_string(
@@ -78,13 +78,13 @@ def main(argv):
   L8 = rng.uniform(0, 100, (8, size, size)).astype(np.float32)
   small = [photo(_PHOTO.value, size, size)] * 8
   big = photo(_PHOTO.value, 4000, 3000)
-  L_big = inference.lightness(big)
-  ab_model = run(inference.model_input(big, size)[None])[0]
+  L_big = fullsize.lightness(big)
+  ab_model = run(fullsize.model_input(big, size)[None])[0]
   ab_photo = lab.rgb8_to_lab(photo(_PHOTO.value, size, size))[..., 1:]  # a photo's own chroma
   backend, precision = colorize_files.resolve_backend('auto', 'auto')
   with tempfile.TemporaryDirectory() as tmp:
     cpu, setting = colorize_files.make_predictor(
-      colorizer, 'auto', 'auto', 1, inference.model_input(big, size)[None], tmp, temperature=None
+      colorizer, 'auto', 'auto', 1, fullsize.model_input(big, size)[None], tmp, temperature=None
     )
     cases = {
       f'network alone, 1 x {size}x{size}': (lambda: run(L1), 1),
@@ -106,11 +106,11 @@ def main(argv):
         1,
       ),
       f'network alone, 1 x {size}x{size}, {setting}': (lambda: cpu(L1), 1),
-      '12 MP full-res L (inference.lightness)': (lambda: inference.lightness(big), 1),
-      '12 MP join from L, model ab': (lambda: inference.join(L_big, ab_model), 1),
-      '12 MP join from the RGB photo, model ab': (lambda: inference.join(big, ab_model), 1),
+      '12 MP full-res L (fullsize.lightness)': (lambda: fullsize.lightness(big), 1),
+      '12 MP join from L, model ab': (lambda: fullsize.join(L_big, ab_model), 1),
+      '12 MP join from the RGB photo, model ab': (lambda: fullsize.join(big, ab_model), 1),
       '12 MP join from the RGB photo, its own ab (realistic chroma)': (
-        lambda: inference.join(big, ab_photo),
+        lambda: fullsize.join(big, ab_photo),
         1,
       ),
     }

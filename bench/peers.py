@@ -23,7 +23,7 @@ from absl import app, flags
 from PIL import Image
 
 from bench import report
-from colorjax import constants, cpu_runtime, inference, lab, models, onnx_export
+from colorjax import constants, cpu_runtime, fullsize, inference, lab, models, onnx_export
 
 _QUICK = flags.DEFINE_bool('quick', False, '128x128, 1 repetition, fewer photos and steps.')
 _SIZE = flags.DEFINE_integer('image_size', 256, 'Height and width of the timed images.')
@@ -284,13 +284,13 @@ def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps
   colorizer = inference.Colorizer(params={'params': params}, config=config)
   predict = lambda L_BxSxS, r=runs[best]: r(L_BxSxS[..., None])
   parts = {'end to end': lambda: inference.colorize_images(colorizer, [big], predict=predict)}
-  parts['full-res L (inference.lightness)'] = lambda: inference.lightness(big)
-  parts[f'model input (inference.model_input, {size}x{size})'] = lambda: inference.model_input(
+  parts['full-res L (fullsize.lightness)'] = lambda: fullsize.lightness(big)
+  parts[f'model input (fullsize.model_input, {size}x{size})'] = lambda: fullsize.model_input(
     big, size
   )
   parts[f'network, batch 1 ({best})'] = lambda: runs[best](val_L[:1])
-  L_full, ab_small = inference.lightness(big), runs[best](val_L[:1])[0]
-  parts['upsample ab and join (inference.join)'] = lambda: inference.join(L_full, ab_small)
+  L_full, ab_small = fullsize.lightness(big), runs[best](val_L[:1])[0]
+  parts['upsample ab and join (fullsize.join)'] = lambda: fullsize.join(L_full, ab_small)
   seconds = {}
   for name, fn in parts.items():
     fn()  # compiles jitted parts

@@ -11,7 +11,7 @@ import numpy as np
 import tqdm
 from PIL import Image
 
-from colorjax import inference, visualize
+from colorjax import fullsize, inference, visualize
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 FORMATS = ('png', 'jpg')
@@ -122,7 +122,7 @@ def _compare_strip(image, colorized):
   width = max(1, round(image.shape[1] * height / image.shape[0]))
   small = lambda im: np.asarray(Image.fromarray(im).resize((width, height), Image.LANCZOS))
   original = small(image)
-  gray = visualize.gray_uint8(inference.lightness(original))
+  gray = visualize.gray_uint8(fullsize.lightness(original))
   return visualize.comparison_grid(
     [[original, gray, small(colorized)]], ['Original', 'Grayscale', 'Model']
   )
@@ -197,7 +197,7 @@ def colorize_files(
       batch = []
       for path, target in todo[start : start + batch_size]:
         try:
-          batch.append((path, target, inference.read_image(path)))
+          batch.append((path, target, fullsize.read_image(path)))
         except Exception as e:  # pylint: disable=broad-except  (any unreadable file is skipped)
           result['failed'][str(path)] = f'{type(e).__name__}: {e}'
           logging.error('cannot read %s: %s', path, e)
@@ -206,7 +206,7 @@ def colorize_files(
         continue
       size = colorizer.config.image_size
       if predict is None:
-        calibration = np.stack([inference.model_input(im, size) for _, _, im in batch])
+        calibration = np.stack([fullsize.model_input(im, size) for _, _, im in batch])
         predict, result['backend'] = make_predictor(
           colorizer, backend, precision, batch_size, calibration, tmp, temperature
         )

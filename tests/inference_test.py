@@ -12,7 +12,7 @@ import skimage.color
 import skimage.data
 from PIL import Image
 
-from colorjax import constants, inference, models
+from colorjax import constants, fullsize, inference, models
 
 XYZ_FROM_RGB = np.array(
   [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
@@ -131,7 +131,7 @@ def test_upsample_rows_matches_jax_image_resize():
   ab = np.random.RandomState(0).normal(0, 30, (8, 6, 2)).astype(np.float32)
   expected = np.asarray(jax.image.resize(ab, (37, 23, 2), 'bilinear', antialias=False))
   got = np.concatenate(
-    [inference.upsample_rows(ab, 37, 23, r, min(r + 10, 37)) for r in range(0, 37, 10)]
+    [fullsize.upsample_rows(ab, 37, 23, r, min(r + 10, 37)) for r in range(0, 37, 10)]
   )
   np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -140,7 +140,7 @@ def test_fit_gamut_keeps_L_and_hue():
   rng = np.random.RandomState(0)
   L = rng.uniform(0, 100, 2000).astype(np.float32)
   ab = rng.uniform(-120, 120, (2000, 2)).astype(np.float32)
-  fitted = np.asarray(inference.fit_gamut(jnp.asarray(L), jnp.asarray(ab)))
+  fitted = np.asarray(fullsize.fit_gamut(jnp.asarray(L), jnp.asarray(ab)))
   # Same hue: the fitted ab is a scale in [0, 1] of the clamped ab.
   clamped = np.clip(ab, -constants.AB_MAX, constants.AB_MAX)
   scale = (fitted * clamped).sum(-1) / (clamped * clamped).sum(-1)
@@ -155,7 +155,7 @@ def test_fit_gamut_keeps_L_and_hue():
   # In-gamut pixels are untouched.
   inside = np.array([[50.0, 10.0, -10.0], [70.0, -20.0, 30.0]], np.float32)
   np.testing.assert_allclose(
-    np.asarray(inference.fit_gamut(jnp.asarray(inside[:, 0]), jnp.asarray(inside[:, 1:]))),
+    np.asarray(fullsize.fit_gamut(jnp.asarray(inside[:, 0]), jnp.asarray(inside[:, 1:]))),
     inside[:, 1:],
     atol=1e-5,
   )
@@ -199,13 +199,13 @@ def test_colorize_images_batch_matches_single(colorizer):
 
 def test_read_image_inputs_and_errors():
   rgba = np.zeros((5, 7, 4), np.uint8)
-  assert inference.read_image(rgba).shape == (5, 7, 3)
-  assert inference.read_image(Image.new('L', (7, 5))).shape == (5, 7)
-  assert inference.read_image(np.zeros((5, 7, 1), np.uint8)).shape == (5, 7)
+  assert fullsize.read_image(rgba).shape == (5, 7, 3)
+  assert fullsize.read_image(Image.new('L', (7, 5))).shape == (5, 7)
+  assert fullsize.read_image(np.zeros((5, 7, 1), np.uint8)).shape == (5, 7)
   with pytest.raises(ValueError, match='uint8'):
-    inference.read_image(np.zeros((5, 7, 3), np.float32))
+    fullsize.read_image(np.zeros((5, 7, 3), np.float32))
   with pytest.raises(ValueError, match='grayscale or RGB'):
-    inference.read_image(np.zeros((5, 7, 2), np.uint8))
+    fullsize.read_image(np.zeros((5, 7, 2), np.uint8))
 
 
 def test_join_photo_or_L_and_both_gamut_paths():
@@ -214,19 +214,19 @@ def test_join_photo_or_L_and_both_gamut_paths():
   mild = rng.uniform(-20, 20, (16, 16, 2)).astype(np.float32)
   vivid = rng.uniform(-120, 120, (16, 16, 2)).astype(np.float32)  # mostly outside sRGB
   for ab in (mild, vivid):
-    out = inference.join(image, ab)
+    out = fullsize.join(image, ab)
     assert out.shape == (130, 300, 3) and out.dtype == np.uint8
-    diff = np.abs(out.astype(int) - inference.join(inference.lightness(image), ab))
+    diff = np.abs(out.astype(int) - fullsize.join(fullsize.lightness(image), ab))
     # Up to rounding; a fitted pixel can land one bisection step apart (L differs by < 0.01).
     assert diff.max() <= 1 or (np.mean(diff > 1) < 1e-4 and ab is vivid), diff.max()
     _check_keeps_lightness(image, out)
   # Reference for in-gamut pixels: skimage's Lab -> sRGB of the upsampled ab.
   ab_full = np.asarray(jax.image.resize(mild, (130, 300, 2), 'bilinear', antialias=False))
-  lab_px = np.concatenate([inference.lightness(image)[..., None], ab_full], -1)
+  lab_px = np.concatenate([fullsize.lightness(image)[..., None], ab_full], -1)
   expected = np.round(skimage.color.lab2rgb(lab_px.astype(np.float64)) * 255)
   linear = skimage.color.lab2xyz(lab_px.astype(np.float64)) @ np.linalg.inv(XYZ_FROM_RGB).T
   inside = np.all((linear > 1e-3) & (linear < 1 - 1e-3), axis=-1)
   assert inside.mean() > 0.7
-  assert np.abs(inference.join(image, mild).astype(int) - expected)[inside].max() <= 1
+  assert np.abs(fullsize.join(image, mild).astype(int) - expected)[inside].max() <= 1
   with pytest.raises(ValueError, match='uint8 photo'):
-    inference.join(np.zeros((4, 5, 2), np.uint8), mild)
+    fullsize.join(np.zeros((4, 5, 2), np.uint8), mild)
