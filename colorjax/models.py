@@ -84,6 +84,12 @@ def shifted_slices(x_BxHxWxC, stride):
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 
+def _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride):
+  return jax.lax.conv_general_dilated(
+    x_BxHxWxC, kernel_3x3xCxN, (stride, stride), 'SAME', dimension_numbers=_DIMS
+  )
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
   """lax.conv (3x3, 'SAME', stride) whose kernel gradient is one matmul over shifted_slices.
@@ -91,9 +97,7 @@ def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
   The value and the input gradient are XLA's convolutions; XLA's CPU backend computes the kernel
   gradient (a convolution over the batch) several times slower than this matmul.
   """
-  return jax.lax.conv_general_dilated(
-    x_BxHxWxC, kernel_3x3xCxN, (stride, stride), 'SAME', dimension_numbers=_DIMS
-  )
+  return _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride)
 
 
 def _conv_fwd(x, kernel, stride):
@@ -102,10 +106,7 @@ def _conv_fwd(x, kernel, stride):
 
 def _conv_bwd(stride, residuals, g_BxhxwxN):
   x, kernel = residuals
-  conv = lambda x: jax.lax.conv_general_dilated(
-    x, kernel, (stride, stride), 'SAME', dimension_numbers=_DIMS
-  )
-  (dx,) = jax.vjp(conv, x)[1](g_BxhxwxN)
+  (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
   C, N = x.shape[-1], g_BxhxwxN.shape[-1]
   taps = shifted_slices(x, stride).reshape(-1, 9 * C)
   dkernel = (taps.T @ g_BxhxwxN.reshape(-1, N)).reshape(kernel.shape).astype(kernel.dtype)

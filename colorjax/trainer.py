@@ -62,7 +62,7 @@ def _check_finite(step, metrics, manager):
   return values
 
 
-def class_weights(data_dir, lam=0.5):
+def class_weights(data_dir, lam=quantize.LAMBDA):
   """The classification loss' rebalancing weights (Q,) from the train split's ab histogram.
 
   data_prep records it in DATA/manifest.json; quantize turns it into the smoothed color prior.

@@ -206,20 +206,14 @@ def lab_code_table():
 def lab_codes(rgb_u8):
   """uint8 sRGB (..., 3) -> (uint8 L codes (...), int8 ab codes (..., 2)), the record's
   quantization of rgb8_to_lab, by one table lookup per pixel."""
-  packed = _packed_codes(rgb_u8)
-  return packed.astype(np.uint8), (packed >> 8).astype(np.uint16).view(np.int8).reshape(
-    packed.shape + (2,)
-  )
-
-
-def _packed_codes(rgb_u8):
   rgb_u8 = np.asarray(rgb_u8)
   if rgb_u8.dtype != np.uint8 or rgb_u8.ndim < 1 or rgb_u8.shape[-1] != 3:
     raise ValueError(f'expected uint8 (..., 3), got {rgb_u8.dtype} {rgb_u8.shape}')
-  flat = rgb_u8.reshape(1, -1, 3)
-  rgbx = cv2.cvtColor(flat, cv2.COLOR_RGB2RGBA)  # bytes r, g, b, 255: one uint32 a pixel
+  rgbx = cv2.cvtColor(rgb_u8.reshape(1, -1, 3), cv2.COLOR_RGB2RGBA)  # r, g, b, 255: a uint32
   index = rgbx.view(np.uint32).reshape(-1) & np.uint32(0xFFFFFF)
-  return np.take(lab_code_table(), index).reshape(rgb_u8.shape[:-1])
+  packed = np.take(lab_code_table(), index).reshape(rgb_u8.shape[:-1])
+  ab_pairs = (packed >> 8).astype(np.uint16)  # the int8 a, b of a pixel in memory order
+  return packed.astype(np.uint8), ab_pairs.view(np.int8).reshape(packed.shape + (2,))
 
 
 def make_record(
@@ -231,10 +225,8 @@ def make_record(
   quantized ab) is under gray_chroma are skipped as 'grayscale'.
   """
   rgb = load_rgb8(source, image_size, resize=resize, min_size=min_size, max_pixels=max_pixels)
-  packed = _packed_codes(rgb)
-  ab_pairs = (packed >> 8).astype(np.uint16)  # the int8 a, b of a pixel in memory order
-  hist, chroma = ab_statistics(ab_pairs.view(np.int8).reshape(packed.shape + (2,)))
+  L_q, ab_q = lab_codes(rgb)
+  hist, chroma = ab_statistics(ab_q)
   if chroma < gray_chroma:
     raise Skip('grayscale', f'mean chroma {chroma:.2f} < {gray_chroma}')
-  L_q = packed.astype(np.uint8)
-  return records.encode_example(L_q, ab_pairs.view(np.int8).reshape(L_q.shape + (2,)), id), hist
+  return records.encode_example(L_q, ab_q, id), hist

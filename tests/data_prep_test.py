@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import simplejpeg
 from array_record.python import array_record_module
+from image_fixtures import chelsea, jpeg, pattern, upright
 from PIL import Image, ImageOps
 from skimage import color as skcolor
 
@@ -25,21 +26,6 @@ from data_prep import builder, images
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 S = 32  # record side in these tests
-
-
-def _pattern(h, w, seed):
-  """A smooth, colorful, asymmetric uint8 image (compresses well as JPEG)."""
-  y, x = np.mgrid[0:h, 0:w] / max(h, w)
-  rng = np.random.default_rng(seed)
-  p = rng.uniform(1, 4, 3)
-  rgb = np.stack([x, y * x, 0.5 + 0.5 * np.sin(p[2] * 6 * (x + 2 * y))], -1) ** p[:, None, None].T
-  return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
-def _jpeg(arr, **kw):
-  buf = io.BytesIO()
-  Image.fromarray(arr).save(buf, 'JPEG', quality=95, **kw)
-  return buf.getvalue()
 
 
 def _png16(arr, color_type, size=None):
@@ -62,25 +48,25 @@ def _make_folder(root):
   """Writes the test tree; returns {id: expected uint8 RGB before resizing, or None}."""
   files = {}
   for i, (h, w) in enumerate([(64, 96), (96, 64), (80, 80)]):
-    files[f'good/nested/photo{i}.jpg'] = _jpeg(_pattern(h, w, i))
-  files['good/photo3.png'] = _png_bytes(Image.fromarray(_pattern(70, 90, 3)))
-  good = _jpeg(_pattern(96, 96, 4))
+    files[f'good/nested/photo{i}.jpg'] = jpeg(pattern(h, w, i))
+  files['good/photo3.png'] = _png_bytes(Image.fromarray(pattern(70, 90, 3)))
+  good = jpeg(pattern(96, 96, 4))
   files['bad/truncated.jpg'] = good[: len(good) // 2]
   files['bad/text.jpg'] = b'this is not a JPEG\n' * 20
-  gray = _pattern(64, 80, 5).mean(-1).astype(np.uint8)
-  files['gray/photo.jpg'] = _jpeg(np.repeat(gray[..., None], 3, -1))
+  gray = pattern(64, 80, 5).mean(-1).astype(np.uint8)
+  files['gray/photo.jpg'] = jpeg(np.repeat(gray[..., None], 3, -1))
   files['gray/gray16.png'] = _png16(gray.astype(np.uint16) * 257, 0)
-  files['modes/cmyk.jpg'] = _save(Image.fromarray(_pattern(72, 64, 6)).convert('CMYK'), 'JPEG')
-  rgba = np.concatenate([_pattern(64, 72, 7), np.full((64, 72, 1), 255, np.uint8)], -1)
+  files['modes/cmyk.jpg'] = _save(Image.fromarray(pattern(72, 64, 6)).convert('CMYK'), 'JPEG')
+  rgba = np.concatenate([pattern(64, 72, 7), np.full((64, 72, 1), 255, np.uint8)], -1)
   rgba[:20, :, 3] = 0  # binary alpha: compositing on white is exact
   files['modes/rgba.png'] = _png_bytes(Image.fromarray(rgba, 'RGBA'))
-  rgb16 = _pattern(64, 64, 8).astype(np.uint16) * 256 + 100  # PIL keeps the high byte
+  rgb16 = pattern(64, 64, 8).astype(np.uint16) * 256 + 100  # PIL keeps the high byte
   files['modes/rgb16.png'] = _png16(rgb16, 2)
-  files['modes/palette.gif'] = _save(Image.fromarray(_pattern(64, 80, 9)).quantize(64), 'GIF')
-  files['tiny.png'] = _png_bytes(Image.fromarray(_pattern(10, 10, 10)))
+  files['modes/palette.gif'] = _save(Image.fromarray(pattern(64, 80, 9)).quantize(64), 'GIF')
+  files['tiny.png'] = _png_bytes(Image.fromarray(pattern(10, 10, 10)))
   exif = Image.Exif()
   exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-  files['exif/rotated.jpg'] = _jpeg(_pattern(64, 96, 11), exif=exif.tobytes())
+  files['exif/rotated.jpg'] = jpeg(pattern(64, 96, 11), exif=exif.tobytes())
   files['bomb.png'] = _png16(None, 2, size=(20000, 20000))  # header claims 4e8 pixels
   files['notes.txt'] = b'not an image extension: ignored'
   for rel, data in files.items():
@@ -120,20 +106,6 @@ SKIPPED = {
 }
 
 
-def _upright(img, orientation):
-  """PIL image -> uint8 array turned upright for EXIF orientation 1-8 (exif_transpose's map)."""
-  method = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-  }.get(orientation)
-  return np.asarray(img if method is None else img.transpose(method))
-
-
 def _reference_lab(path):
   """Independent pipeline: PIL open, EXIF, mode by hand, the documented resize, skimage rgb2lab.
 
@@ -148,7 +120,7 @@ def _reference_lab(path):
     m = min(h, w)
     x = x[(h - m) // 2 : (h - m) // 2 + m, (w - m) // 2 : (w - m) // 2 + m]
     fixed = Image.fromarray(cv2.resize(x, (S, S), interpolation=cv2.INTER_CUBIC))
-    return skcolor.rgb2lab(_upright(fixed, img.getexif().get(0x0112)))
+    return skcolor.rgb2lab(upright(fixed, img.getexif().get(0x0112)))
   if img.format == 'JPEG':
     img.draft('RGB', (S, S))
   img = ImageOps.exif_transpose(img)
@@ -236,7 +208,7 @@ def test_cli_builds_records_matching_skimage_and_lists_skips(folder, tmp_path):
 
 def test_exif_rotation_changes_the_record(folder):
   rotated, _ = images.make_record(folder / 'exif/rotated.jpg', 'r', S, min_size=32)
-  plain, _ = images.make_record(_jpeg(_pattern(64, 96, 11)), 'r', S, min_size=32)
+  plain, _ = images.make_record(jpeg(pattern(64, 96, 11)), 'r', S, min_size=32)
   upright = records.decode_example(rotated)['L']
   unrotated = records.decode_example(plain)['L']
   assert np.abs(upright - unrotated).mean() > 5  # the rotation is visible
@@ -248,7 +220,7 @@ def many(tmp_path_factory):
   """24 small photos and a reference build with one worker."""
   root = tmp_path_factory.mktemp('many')
   for i in range(24):
-    (root / f'img{i:02d}.jpg').write_bytes(_jpeg(_pattern(24 + i % 5, 24, 100 + i)))
+    (root / f'img{i:02d}.jpg').write_bytes(jpeg(pattern(24 + i % 5, 24, 100 + i)))
   ref = tmp_path_factory.mktemp('ref')
   entry = builder.build_records(
     str(root), str(ref), 'train', image_size=16, min_size=8, num_shards=6, workers=1, progress=False
@@ -380,54 +352,6 @@ def test_workers_fork_until_jax_starts_its_backend():
   assert proc.stdout.split() == ['fork', 'spawn']
 
 
-def test_lab_codes_equal_converting_then_quantizing():
-  rng = np.random.default_rng(0)
-  rgb = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
-  rgb[0, :8] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]] + [[1, 2, 3]] * 3
-  L_q, ab_q = images.lab_codes(rgb)
-  Lab = images.lab.rgb8_to_lab(rgb)
-  np.testing.assert_array_equal(L_q, records.quantize_L(Lab[..., 0]))
-  np.testing.assert_array_equal(ab_q, records.quantize_ab(Lab[..., 1:]))
-  with pytest.raises(ValueError, match='uint8'):
-    images.lab_codes(rgb.astype(np.float32))
-
-
-@pytest.mark.parametrize('orientation', range(1, 9))
-def test_fast_jpeg_path_applies_every_exif_orientation(orientation):
-  photo = _pattern(60, 90, 12)
-  exif = Image.Exif()
-  exif[0x0112] = orientation
-  got = images.load_rgb8(_jpeg(photo, exif=exif.tobytes()), S, min_size=8)
-  plain = Image.fromarray(images.load_rgb8(_jpeg(photo), S, min_size=8))
-  np.testing.assert_array_equal(got, _upright(plain, orientation))
-
-
-@pytest.mark.parametrize('resize', ['crop', 'squash'])
-def test_fast_jpeg_path_agrees_with_pil_on_a_photo(resize):
-  """The fast path (M/8 DCT scaling, crop to whole pixels, OpenCV bicubic) vs PIL's antialiased
-  bicubic from its own draft decode: on average within about one Lab unit."""
-  photo = _jpeg(_chelsea())  # 451 x 300: decoded at 4/8 scale for 128, at 1/8 for 32 and 16
-  for size in (128, 32, 16):  # 16: the remaining 38 -> 16 step goes through PIL
-    fast = images.load_rgb8(photo, size, resize=resize)
-    img = Image.open(io.BytesIO(photo))
-    img.draft('RGB', (size, size))
-    box = tuple(float(int(b)) for b in images.resize_box(img.size, resize))  # whole pixels
-    pil = np.asarray(img.convert('RGB').resize((size, size), Image.Resampling.BICUBIC, box=box))
-    diff = np.abs(skcolor.rgb2lab(fast) - skcolor.rgb2lab(pil))
-    assert diff[..., 0].mean() < 1.5 and diff[..., 1:].mean() < 1.0, (size, diff.mean((0, 1)))
-
-
-def test_squash_resizes_the_whole_image():
-  rgb = _pattern(40, 80, 3)
-  squashed = images.load_rgb8(rgb, 16, resize='squash', min_size=8)
-  ref = Image.fromarray(rgb).resize((16, 16), Image.Resampling.BICUBIC)
-  np.testing.assert_array_equal(squashed, np.asarray(ref))
-  with pytest.raises(images.Skip, match='too_small'):
-    images.load_rgb8(rgb, 16, min_size=41)
-  with pytest.raises(images.Skip, match='decompression_bomb'):
-    images.load_rgb8(_jpeg(rgb), 16, min_size=8, max_pixels=40 * 79)
-
-
 def test_sample_records(tmp_path):
   files = builder.ensure_sample_records(str(tmp_path), 16)
   val = _read_all(files['val'])
@@ -435,18 +359,12 @@ def test_sample_records(tmp_path):
   train_ids = {ex['id'] for ex in _read_all(files['train'])}
   assert {'samples/astronaut', 'samples/coffee', 'samples/logo'} <= train_ids
   assert not train_ids & {'samples/chelsea', 'samples/rocket'}
-  ref = skcolor.rgb2lab(images.load_rgb8(_chelsea(), 16))
+  ref = skcolor.rgb2lab(images.load_rgb8(chelsea(), 16))
   np.testing.assert_allclose(val[0]['L'][..., 0], ref[..., 0], atol=records.L_MAX_ERROR + 1e-3)
   np.testing.assert_allclose(val[0]['ab'], ref[..., 1:], atol=records.AB_MAX_ERROR + 1e-3)
   mtime = os.path.getmtime(files['train'][0])
   assert builder.ensure_sample_records(str(tmp_path), 16) == files  # present: not rebuilt
   assert os.path.getmtime(files['train'][0]) == mtime
-
-
-def _chelsea():
-  import skimage.data  # pylint: disable=g-import-not-at-top
-
-  return skimage.data.chelsea()
 
 
 def test_tfds_array_record_dataset(tmp_path):
@@ -455,7 +373,7 @@ def test_tfds_array_record_dataset(tmp_path):
 import io, numpy as np, tensorflow_datasets as tfds
 from PIL import Image
 import sys; sys.path.insert(0, {str(REPO / 'tests')!r})
-from data_prep_test import _jpeg, _pattern
+from image_fixtures import jpeg, pattern
 
 class TinyCoco(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
@@ -467,7 +385,7 @@ class TinyCoco(tfds.core.GeneratorBasedBuilder):
     return {{'train': self._generate_examples(0, 3), 'validation': self._generate_examples(3, 2)}}
   def _generate_examples(self, start, n):
     for i in range(start, start + n):
-      yield str(i), {{'image': _jpeg(_pattern(40, 56, i)), 'image/filename': f'{{i:012d}}.jpg'}}
+      yield str(i), {{'image': jpeg(pattern(40, 56, i)), 'image/filename': f'{{i:012d}}.jpg'}}
 
 TinyCoco(data_dir={str(data_dir)!r}, file_format='array_record').download_and_prepare(
     download_config=tfds.download.DownloadConfig(
@@ -499,7 +417,7 @@ TinyCoco(data_dir={str(data_dir)!r}, file_format='array_record').download_and_pr
   assert sorted(ex['id'] for ex in examples) == ['000000000003.jpg', '000000000004.jpg']
   for ex in examples:
     i = int(ex['id'][:-4])
-    expected = images.load_rgb8(_jpeg(_pattern(40, 56, i)), 16, min_size=16)
+    expected = images.load_rgb8(jpeg(pattern(40, 56, i)), 16, min_size=16)
     np.testing.assert_allclose(
       ex['L'][..., 0], skcolor.rgb2lab(expected)[..., 0], atol=records.L_MAX_ERROR + 1e-3
     )
