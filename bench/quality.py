@@ -29,7 +29,7 @@ FIGURE = ROOT / 'docs' / 'quality_figure.png'
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
-_STEPS = flags.DEFINE_integer('steps', 1500, 'training steps of each model')
+_STEPS = flags.DEFINE_integer('steps', 600, 'training steps of each model')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'training and evaluation size')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'training batch of both models')
 _TEMPERATURES = flags.DEFINE_list(

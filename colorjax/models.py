@@ -33,6 +33,13 @@ class ModelConfig:
   # size, decoded by the annealed mean at this temperature.
   temperature: float = quantize.TEMPERATURE
   head_stride: int = 2
+  # 'classification' only: decoding first adds prior_correction * bin_log_weights to the logits,
+  # with bin_log_weights = log w, the training data's rebalancing weights (training writes them).
+  # This is post-hoc logit adjustment (Menon et al. 2021, "Long-tail learning via logit
+  # adjustment"). It shifts the decoded colors toward rarer, more saturated bins without
+  # retraining. 0 decodes the logits unchanged.
+  prior_correction: float = 0.0
+  bin_log_weights: tuple[float, ...] = ()
   width: int = 32  # 'unet' only: channels at full resolution, doubled at each of 3 downsamplings
   conv: str = 'auto'  # one of CONV_IMPLS; changes the speed, not the params or the function
 
@@ -45,6 +52,10 @@ class ModelConfig:
       raise ValueError(f'head_stride must be one of {HEAD_STRIDES}, got {self.head_stride}')
     if not self.temperature > 0:
       raise ValueError(f'temperature must be positive, got {self.temperature}')
+    if not self.prior_correction >= 0:
+      raise ValueError(f'prior_correction must be >= 0, got {self.prior_correction}')
+    # JSON gives a list; a tuple keeps the config hashable (it is a static argument of jit).
+    object.__setattr__(self, 'bin_log_weights', tuple(float(x) for x in self.bin_log_weights))
     if self.conv not in CONV_IMPLS:
       raise ValueError(f'conv must be one of {CONV_IMPLS}, got {self.conv!r}')
     if self.width <= 0 or self.width % GROUPS:
@@ -247,8 +258,8 @@ def decode(config: ModelConfig, output, temperature=None):
   """The network's output -> ab (B, H, W, 2) in Lab units at the input size.
 
   'mse': output * AB_SCALE clipped to [-AB_MAX, AB_MAX]. 'classification': the annealed mean of
-  the logits at `temperature` (default config.temperature), upsampled bilinearly by
-  config.head_stride.
+  the logits (plus config.prior_correction * config.bin_log_weights) at `temperature` (default
+  config.temperature), upsampled bilinearly by config.head_stride.
   """
   if config.loss == 'mse':
     if temperature is not None:
@@ -259,6 +270,14 @@ def decode(config: ModelConfig, output, temperature=None):
     )
   if config.loss != 'classification':
     raise ValueError(f'unknown loss {config.loss!r}')
+  if config.prior_correction:
+    if len(config.bin_log_weights) != quantize.NUM_BINS:
+      raise ValueError(
+        f'prior_correction needs the {quantize.NUM_BINS} bin_log_weights that training writes '
+        f'into model.json; this config has {len(config.bin_log_weights)}'
+      )
+    log_w = jnp.asarray(config.bin_log_weights, jnp.float32)
+    output = output.astype(jnp.float32) + config.prior_correction * log_w
   ab_Bxhxwx2 = quantize.annealed_mean(
     output, config.temperature if temperature is None else temperature
   )

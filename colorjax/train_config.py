@@ -28,6 +28,11 @@ class TrainConfig:
   width: int = _field(32, "'unet' only: channels at full resolution (a multiple of 8)")
   head_stride: int = _field(2, "'classification' only: the logits' stride (1 or 2)")
   temperature: float = _field(0.38, "'classification' only: annealed-mean decoding temperature")
+  prior_correction: float = _field(
+    0.0,
+    "'classification' only: decoding adds this times log(rebalancing weight) to each bin's "
+    'logit (post-hoc logit adjustment toward rarer, more saturated colors); 0: off',
+  )
   rebalance_lambda: float = _field(
     0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"
   )
@@ -124,6 +129,7 @@ class TrainConfig:
       width=self.width,
       head_stride=self.head_stride,
       temperature=self.temperature,
+      prior_correction=self.prior_correction,
       conv=self.conv,
     )
 

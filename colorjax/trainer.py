@@ -148,6 +148,12 @@ def train_and_evaluate(config: TrainConfig, workdir):
     if is_main:
       builder.ensure_sample_records(config.data_dir, config.image_size)
   model_config = config.model_config()
+  weights_Q = None
+  if config.loss == 'classification':
+    weights_Q = class_weights(config.data_dir, config.rebalance_lambda)
+    # Saved with the model: decoding with prior_correction needs them (see models.ModelConfig).
+    log_w = tuple(round(float(x), 6) for x in np.log(weights_Q))
+    model_config = dataclasses.replace(model_config, bin_log_weights=log_w)
   if is_main:
     with open(os.path.join(workdir, 'model.json'), 'w') as f:
       f.write(model_config.to_json())
@@ -156,9 +162,6 @@ def train_and_evaluate(config: TrainConfig, workdir):
 
   model = models.create_model(model_config)
   tx = config.optimizer()
-  weights_Q = None
-  if config.loss == 'classification':
-    weights_Q = class_weights(config.data_dir, config.rebalance_lambda)
   step_fn, eval_fn, predict_fn = train.bind(
     model, tx, model_config, config.augment_config(), weights_Q
   )
