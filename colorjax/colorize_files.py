@@ -146,6 +146,7 @@ def colorize_files(
   backend='auto',
   precision='auto',
   temperature=None,
+  prior_correction=None,
 ):
   """Colorizes every image of `inputs` into output_dir, keeping names (new extension) and sizes.
 
@@ -163,6 +164,8 @@ def colorize_files(
     precision: 'fp32', 'bf16', 'int8' (ONNX backends only; calibrated on the network inputs of
       the first batch) or 'auto' (int8 for OpenVINO, fp32 otherwise).
     temperature: for classification models (fixed in the ONNX export for the CPU runtimes).
+    prior_correction: for classification models: replaces the model config's (see
+      models.ModelConfig); None keeps it.
 
   Returns:
     {'written': [output paths], 'kept': [inputs whose output existed], 'failed': {input: reason},
@@ -190,6 +193,11 @@ def colorize_files(
   if not todo:
     return result
   colorizer = inference.load(checkpoint)
+  if prior_correction is not None:
+    if colorizer.config.loss != 'classification':
+      raise ValueError(f'a {colorizer.config.loss!r} model takes no prior_correction')
+    config = dataclasses.replace(colorizer.config, prior_correction=prior_correction)
+    colorizer = colorizer.replace(config=config)
   (output_dir / COMPARE_DIR if compare else output_dir).mkdir(parents=True, exist_ok=True)
   predict = None
   with tempfile.TemporaryDirectory() as tmp, tqdm.tqdm(total=len(todo), unit='image') as bar:

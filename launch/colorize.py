@@ -40,6 +40,13 @@ _TEMPERATURE = flags.DEFINE_float(
   'annealed-mean temperature (classification models; default: the model config)',
 )
 
+_PRIOR_CORRECTION = flags.DEFINE_float(
+  'prior_correction',
+  None,
+  'classification models: strength of the shift toward rarer, more saturated colors (0: off; '
+  'default: the model config)',
+)
+
 
 def parse_flags(argv):
   """absl's parsing, but a bad or missing flag exits with 2 (bad arguments), as documented."""
@@ -70,6 +77,7 @@ def main(argv):
       backend=_BACKEND.value,
       precision=_PRECISION.value,
       temperature=_TEMPERATURE.value,
+      prior_correction=_PRIOR_CORRECTION.value,
     )
   except (ValueError, FileNotFoundError) as e:
     logging.error('%s', e)

@@ -33,11 +33,12 @@ def random_params(config, seed):
   )
 
 
-def write_workdir(path, image_size=64, seeds=(0,)):
-  """A training workdir as contract.md describes: model.json + a checkpoint per seed (step 1..)."""
+def write_workdir(path, image_size=64, seeds=(0,), **config_fields):
+  """A training workdir as contract.md describes: model.json + a checkpoint per seed (step 1..);
+  config_fields go to its ModelConfig."""
   path = pathlib.Path(path)
   path.mkdir(parents=True, exist_ok=True)
-  config = models.ModelConfig(image_size=image_size)
+  config = models.ModelConfig(image_size=image_size, **config_fields)
   (path / 'model.json').write_text(config.to_json())
   all_params = []
   with ocp.CheckpointManager(path / 'checkpoints') as mngr:

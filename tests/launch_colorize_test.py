@@ -12,7 +12,7 @@ from inference_test import write_workdir
 from PIL import Image
 
 import colorjax
-from colorjax import colorize_files, onnx_export
+from colorjax import colorize_files, onnx_export, quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -135,3 +135,29 @@ def test_auto_falls_back_to_jax_when_export_fails(tmp_path, monkeypatch, caplog)
     colorize_files.colorize_files(
       tmp_path / 'wd', tmp_path / 'coffee.png', tmp_path / 'out2', backend='openvino'
     )
+
+
+def test_prior_correction_overrides_the_model_config(tmp_path):
+  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS))
+  write_workdir(
+    tmp_path / 'cls', image_size=32, loss='classification', head_stride=1, bin_log_weights=log_w
+  )
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'coffee.png')
+  outputs = {}
+  for beta in (None, 2.0):
+    out = tmp_path / f'out_{beta}'
+    result = colorize_files.colorize_files(
+      tmp_path / 'cls', tmp_path / 'coffee.png', out, backend='jax', prior_correction=beta
+    )
+    assert len(result['written']) == 1
+    outputs[beta] = np.asarray(Image.open(out / 'coffee.png'), np.int16)
+  assert np.abs(outputs[None] - outputs[2.0]).max() > 2
+  # A regression model has no bins to correct: exit 2 with the reason.
+  write_workdir(tmp_path / 'mse', image_size=32)
+  proc = _run(
+    f'--checkpoint={tmp_path / "mse"}',
+    f'--input={tmp_path / "coffee.png"}',
+    f'--output_dir={tmp_path / "out_mse"}',
+    '--prior_correction=0.2',
+  )
+  assert proc.returncode == 2 and 'takes no prior_correction' in proc.stderr

@@ -129,11 +129,45 @@ def test_decode_classification_is_upsampled_annealed_mean():
     models.decode(models.ModelConfig(), np.zeros((1, 8, 8, 2)), temperature=0.5)
 
 
+def test_decode_prior_correction_is_logit_adjustment():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(0, 3, (2, 4, 6, Q)).astype(np.float32)
+  log_w = tuple(float(x) for x in rng.normal(0, 1, Q))
+  plain = models.ModelConfig(loss='classification', head_stride=1, temperature=0.4)
+  config = dataclasses.replace(plain, prior_correction=0.3, bin_log_weights=log_w)
+  # beta * log w added to every pixel's logits before the annealed mean (NumPy reference).
+  shifted = (logits + 0.3 * np.asarray(log_w, np.float32)) / 0.4
+  p = np.exp(shifted - shifted.max(-1, keepdims=True))
+  ref = (p / p.sum(-1, keepdims=True)) @ np.asarray(quantize.BIN_CENTERS, np.float64)
+  np.testing.assert_allclose(models.decode(config, logits), ref, atol=1e-3)
+  # Weights alone change nothing; a correction toward one bin pulls every pixel toward it.
+  np.testing.assert_allclose(
+    models.decode(dataclasses.replace(config, prior_correction=0.0), logits),
+    models.decode(plain, logits),
+  )
+  target = 17
+  toward = tuple(5.0 if q == target else 0.0 for q in range(Q))
+  pulled = models.decode(
+    dataclasses.replace(config, bin_log_weights=toward, prior_correction=4.0), logits
+  )
+  center = np.asarray(quantize.BIN_CENTERS[target])
+  base = models.decode(plain, logits)
+  assert np.all(np.linalg.norm(pulled - center, axis=-1) < np.linalg.norm(base - center, axis=-1))
+  with pytest.raises(ValueError, match='bin_log_weights'):
+    models.decode(dataclasses.replace(plain, prior_correction=0.2), logits)
+  with pytest.raises(ValueError, match='prior_correction'):
+    dataclasses.replace(plain, prior_correction=-0.1)
+
+
 def test_config_json_round_trip_and_validation():
   config = models.ModelConfig(
     name='unet', loss='classification', temperature=0.3, head_stride=1, width=24
   )
   assert models.ModelConfig.from_json(config.to_json()) == config
+  weighted = dataclasses.replace(config, prior_correction=0.2, bin_log_weights=[0.5] * Q)
+  again = models.ModelConfig.from_json(weighted.to_json())
+  assert again == weighted and isinstance(again.bin_log_weights, tuple)
+  hash(again)  # a static argument of jit
   # A model.json written before the new fields existed still loads, with their defaults.
   old = json.dumps({'name': 'seed', 'loss': 'mse', 'image_size': 256, 'dtype': 'float32'})
   assert models.ModelConfig.from_json(old) == models.ModelConfig()

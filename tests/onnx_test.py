@@ -1,5 +1,7 @@
 """ONNX export and the CPU runtimes: outputs match the JAX model, dynamic batch, clear errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import lab, models
+from colorjax import lab, models, quantize
 
 pytest.importorskip('jax2onnx')
 pytest.importorskip('onnx')
@@ -32,6 +34,9 @@ def photos_L():
 def exported(request, tmp_path_factory, photos_L):
   """A seed model with random params, its JAX ab on the photos, and its ONNX file."""
   config = models.ModelConfig(loss=request.param, image_size=SIZE)
+  if request.param == 'classification':  # decoding with a prior correction, as vivid.flags does
+    log_w = np.random.default_rng(1).normal(0, 1, quantize.NUM_BINS)
+    config = dataclasses.replace(config, prior_correction=0.2, bin_log_weights=tuple(log_w))
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))['params']
   ab = np.asarray(models.decode(config, model.apply({'params': params}, photos_L)))

@@ -1,6 +1,7 @@
 """launch.train end to end (subprocesses, tiny.flags): workdir files, kill -9 + resume, SIGTERM,
 NaN stop, and 2 processes on localhost agreeing with 1 process."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -211,3 +212,27 @@ def test_two_processes_match_one_process(reference, data_dir, env, tmp_path):
     json.loads(r)['loss'] for r in open(os.path.join(w, 'metrics.jsonl')) if '"loss"' in r
   ]
   np.testing.assert_allclose(losses(workdir), losses(reference[0]), rtol=1e-4)
+
+
+def test_classification_run_saves_its_decoding_weights(env, tmp_path):
+  """A U-Net classification run on data_prep's sample records stores log(rebalancing weights) in
+  model.json, so that the prior correction decodes the loaded checkpoint."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  import colorjax  # pylint: disable=g-import-not-at-top
+  from colorjax import trainer  # pylint: disable=g-import-not-at-top
+
+  data, workdir = str(tmp_path / 'records'), str(tmp_path / 'run')
+  cmd = _cmd(workdir, data, '--sample_data=true', '--model=unet', '--loss=classification')
+  _run(cmd + ['--width=8', '--prior_correction=0.5', '--num_train_steps=2'], env)
+  config = models.ModelConfig.from_json(open(os.path.join(workdir, 'model.json')).read())
+  assert config.prior_correction == 0.5
+  np.testing.assert_allclose(
+    config.bin_log_weights, np.log(trainer.class_weights(data)), rtol=0, atol=1e-5
+  )
+  colorizer = colorjax.load(workdir)
+  L = jnp.asarray(np.linspace(0, 100, 32 * 32, dtype=np.float32).reshape(32, 32))
+  ab = np.asarray(colorjax.colorize(colorizer, L))
+  assert ab.shape == (32, 32, 2) and np.all(np.abs(ab) <= 110)
+  plain = colorizer.replace(config=dataclasses.replace(config, prior_correction=0.0))
+  assert np.abs(ab - np.asarray(colorjax.colorize(plain, L))).max() > 0.01
