@@ -37,7 +37,7 @@ _TEMPERATURES = flags.DEFINE_list(
 )
 _CORRECTIONS = flags.DEFINE_list(
   'prior_corrections',
-  ['0', '0.1', '0.15', '0.2', '0.25'],
+  ['0', '0.05', '0.08', '0.1', '0.15', '0.2'],
   "vivid's decoding prior corrections to sweep on val (with each temperature)",
 )
 _MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
@@ -217,7 +217,7 @@ def main(argv):
   best = max(ok, key=lambda r: r[4]) if ok else None
   sweep_rows = [
     (
-      *r,
+      f'{r[0]:g}', f'{r[1]:g}', f'{r[2]:.2f}', f'{r[3]:.1f}', f'{r[4]:.3f}', f'{r[5]:.2f}',
       'yes' if meets_targets(r[2], r[3], r[5], seed) else 'no',
       ' '.join(
         (['vivid.flags'] if (r[0], r[1]) == (trained['temperature'], trained['prior_correction'])
