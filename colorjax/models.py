@@ -80,16 +80,35 @@ def same_padding(size, stride, window=3):
   return total // 2, total - total // 2
 
 
-def shifted_slices(x_BxHxWxC, stride):
-  """(B, h, w, 9 C): the 9 taps of a 3x3 'SAME' window at each output position, tap-major (the
-  order of a (3, 3, C, N) kernel reshaped to (9 C, N))."""
+def shifted_windows(x_BxHxWxC, stride):
+  """The 9 taps of a 3x3 'SAME' window, tap-major (the order of a (3, 3, C, N) kernel): tap
+  (i, j) is the (B, h, w, C) input that kernel row i, column j sees at each output position."""
   _, H, W, _ = x_BxHxWxC.shape
   s = stride
   x = jnp.pad(x_BxHxWxC, ((0, 0), same_padding(H, s), same_padding(W, s), (0, 0)))
   h, w = -(-H // s), -(-W // s)
-  return jnp.concatenate(
-    [x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s]
-     for i in range(3) for j in range(3)], axis=-1)  # fmt: skip
+  return [x[:, i : i + s * (h - 1) + 1 : s, j : j + s * (w - 1) + 1 : s]
+          for i in range(3) for j in range(3)]  # fmt: skip
+
+
+def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride):
+  """The kernel gradient (3, 3, C, N) of a 3x3 'SAME' convolution as 9 matmuls, one per tap.
+
+  Each tap shifts the tensor with fewer channels: the input (dK[i, j] = window(i, j)^T g), or,
+  at stride 1 with N < C, the gradient (dK[i, j] = x^T g shifted by (1 - i, 1 - j)). Shifted
+  copies are what this costs beyond the matmuls; one (B H W, 9 C) im2col matrix costs more.
+  """
+  C, N = x_BxHxWxC.shape[-1], g_BxhxwxN.shape[-1]
+  if stride == 1 and N < C:
+    _, H, W, _ = x_BxHxWxC.shape
+    g = jnp.pad(g_BxhxwxN, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    x_CxM = x_BxHxWxC.reshape(-1, C).T
+    taps = [x_CxM @ g[:, 2 - i : 2 - i + H, 2 - j : 2 - j + W].reshape(-1, N)
+            for i in range(3) for j in range(3)]  # fmt: skip
+  else:
+    g_MxN = g_BxhxwxN.reshape(-1, N)
+    taps = [t.reshape(-1, C).T @ g_MxN for t in shifted_windows(x_BxHxWxC, stride)]
+  return jnp.stack(taps).reshape(3, 3, C, N)
 
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
@@ -103,7 +122,7 @@ def _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
-  """lax.conv (3x3, 'SAME', stride) whose kernel gradient is one matmul over shifted_slices.
+  """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by kernel_grad.
 
   The value and the input gradient are XLA's convolutions; XLA's CPU backend computes the kernel
   gradient (a convolution over the batch) several times slower than this matmul.
@@ -118,10 +137,7 @@ def _conv_fwd(x, kernel, stride):
 def _conv_bwd(stride, residuals, g_BxhxwxN):
   x, kernel = residuals
   (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
-  C, N = x.shape[-1], g_BxhxwxN.shape[-1]
-  taps = shifted_slices(x, stride).reshape(-1, 9 * C)
-  dkernel = (taps.T @ g_BxhxwxN.reshape(-1, N)).reshape(kernel.shape).astype(kernel.dtype)
-  return dx, dkernel
+  return dx, kernel_grad(x, g_BxhxwxN, stride).astype(kernel.dtype)
 
 
 conv3x3_matmul_grad.defvjp(_conv_fwd, _conv_bwd)

@@ -39,10 +39,11 @@ def test_param_counts_and_no_batch_stats():
 
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('size', [(8, 8), (7, 9)])
-def test_conv3x3_matmul_grad_is_nn_conv(stride, size):
+@pytest.mark.parametrize('features', [6, 3])  # more and fewer outputs than inputs (5)
+def test_conv3x3_matmul_grad_is_nn_conv(stride, size, features):
   x = jax.random.normal(jax.random.key(1), (2, *size, 5))
-  ref = models.nn.Conv(6, (3, 3), strides=stride, padding='SAME')
-  mine = models.Conv3x3MatmulGrad(6, stride)
+  ref = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME')
+  mine = models.Conv3x3MatmulGrad(features, stride)
   params = ref.init(jax.random.key(2), x)
   assert jax.tree.map(jnp.shape, mine.init(jax.random.key(2), x)) == jax.tree.map(jnp.shape, params)
   jax.tree.map(np.testing.assert_array_equal, mine.init(jax.random.key(2), x), params)
