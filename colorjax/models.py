@@ -16,8 +16,9 @@ LOSSES = ('mse', 'classification')
 HEAD_STRIDES = (1, 2)
 GROUPS = 8  # GroupNorm groups in the U-Net
 # How 3x3 convolutions are differentiated (params and values are the same): 'xla' is nn.Conv;
-# 'matmul' computes the kernel gradient as one matmul over 9 shifted slices (Conv3x3MatmulGrad),
-# which XLA's CPU backend trains ~1.7x faster; 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
+# 'matmul' computes the kernel gradient as 9 matmuls over shifted copies (Conv3x3MatmulGrad,
+# kernel_grad), which XLA's CPU backend trains ~1.6x faster; 'auto' picks 'matmul' on a CPU,
+# 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'matmul')
 
 

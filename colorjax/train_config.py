@@ -39,7 +39,7 @@ class TrainConfig:
   conv: str = _field(
     'auto',
     f'3x3 convolution gradients, one of {models.CONV_IMPLS} (same params and values; matmul: '
-    'kernel gradients as a matmul, ~1.7x faster training on a CPU; auto: matmul on a CPU, xla '
+    'kernel gradients as matmuls, ~1.6x faster training on a CPU; auto: matmul on a CPU, xla '
     'elsewhere)',
   )
   image_size: int = _field(256, 'side of the square training images (records must match)')
