@@ -40,6 +40,8 @@ _CORRECTIONS = flags.DEFINE_list(
   ['0', '0.05', '0.08', '0.1', '0.15', '0.2'],
   "vivid's decoding prior corrections to sweep on val (with each temperature)",
 )
+# The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
+MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
 _MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
 
 
@@ -142,14 +144,21 @@ def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections):
       )
       pred = np.concatenate([np.asarray(decode(config, x)) for x in batches])
       m, _ = evaluation.score(ids, L, ab, pred)
-      tint = float(sum(x * x for x in m['ab_bias']) ** 0.5)
-      rows.append((float(t), float(beta), m['psnr'], m['auc'], m['colorfulness_ratio'], tint))
+      rows.append(
+        (float(t), float(beta), m['psnr'], m['auc'], m['colorfulness_ratio'], tint_length(m))
+      )
   return rows
+
+
+def tint_length(m):
+  """Length of an evaluation's mean ab bias (the tint)."""
+  return float(sum(x * x for x in m['ab_bias']) ** 0.5)
 
 
 def meets_targets(psnr, auc, tint, seed):
   """The issue's constraints besides colorfulness: tint, and PSNR / AuC against the seed model."""
-  return tint <= 3.0 and psnr >= seed['psnr'] - 1.0 and auc >= seed['auc'] - 2.0
+  accurate = psnr >= seed['psnr'] - MAX_PSNR_DROP and auc >= seed['auc'] - MAX_AUC_DROP
+  return tint <= MAX_TINT and accurate
 
 
 def main(argv):
@@ -186,23 +195,22 @@ def main(argv):
   )
   metrics = json.loads((eval_dir / 'metrics.json').read_text())
   seed, vivid = metrics[str(workdir / 'seed')], metrics[str(workdir / 'vivid')]
-  tint = lambda m: float(sum(x * x for x in m['ab_bias']) ** 0.5)
   targets = [
     (
-      'vivid colorfulness ratio >= 0.85',
+      f'vivid colorfulness ratio >= {MIN_CF_RATIO}',
       vivid['colorfulness_ratio'],
-      vivid['colorfulness_ratio'] >= 0.85,
+      vivid['colorfulness_ratio'] >= MIN_CF_RATIO,
     ),
-    ('vivid tint length <= 3', tint(vivid), tint(vivid) <= 3),
+    (f'vivid tint length <= {MAX_TINT:g}', tint_length(vivid), tint_length(vivid) <= MAX_TINT),
     (
-      'vivid PSNR >= seed PSNR - 1.0 dB',
+      f'vivid PSNR >= seed PSNR - {MAX_PSNR_DROP} dB',
       vivid['psnr'] - seed['psnr'],
-      vivid['psnr'] >= seed['psnr'] - 1.0,
+      vivid['psnr'] >= seed['psnr'] - MAX_PSNR_DROP,
     ),
     (
-      'vivid AuC >= seed AuC - 2 points',
+      f'vivid AuC >= seed AuC - {MAX_AUC_DROP:g} points',
       vivid['auc'] - seed['auc'],
-      vivid['auc'] >= seed['auc'] - 2.0,
+      vivid['auc'] >= seed['auc'] - MAX_AUC_DROP,
     ),
   ]
   sweep = decoding_sweep(
@@ -213,18 +221,18 @@ def main(argv):
     _CORRECTIONS.value,
   )
   trained = json.loads((workdir / 'vivid' / 'model.json').read_text())
-  ok = [r for r in sweep if meets_targets(r[2], r[3], r[5], seed)]
-  best = max(ok, key=lambda r: r[4]) if ok else None
+  ok = [meets_targets(r[2], r[3], r[5], seed) for r in sweep]
+  best = max((r for r, good in zip(sweep, ok) if good), key=lambda r: r[4], default=None)
   sweep_rows = [
     (
       f'{r[0]:g}', f'{r[1]:g}', f'{r[2]:.2f}', f'{r[3]:.1f}', f'{r[4]:.3f}', f'{r[5]:.2f}',
-      'yes' if meets_targets(r[2], r[3], r[5], seed) else 'no',
+      'yes' if good else 'no',
       ' '.join(
         (['vivid.flags'] if (r[0], r[1]) == (trained['temperature'], trained['prior_correction'])
          else []) + (['best'] if r is best else [])
       ),
     )
-    for r in sweep
+    for r, good in zip(sweep, ok)
   ]  # fmt: skip
   figures = sorted((eval_dir / 'figures').glob('*.png'))
   if figures:

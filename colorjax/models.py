@@ -101,11 +101,9 @@ def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride):
   """
   C, N = x_BxHxWxC.shape[-1], g_BxhxwxN.shape[-1]
   if stride == 1 and N < C:
-    _, H, W, _ = x_BxHxWxC.shape
-    g = jnp.pad(g_BxhxwxN, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # Tap (i, j) pairs x with g's window (2 - i, 2 - j): the windows in reverse order.
     x_CxM = x_BxHxWxC.reshape(-1, C).T
-    taps = [x_CxM @ g[:, 2 - i : 2 - i + H, 2 - j : 2 - j + W].reshape(-1, N)
-            for i in range(3) for j in range(3)]  # fmt: skip
+    taps = [x_CxM @ t.reshape(-1, N) for t in reversed(shifted_windows(g_BxhxwxN, 1))]
   else:
     g_MxN = g_BxhxwxN.reshape(-1, N)
     taps = [t.reshape(-1, C).T @ g_MxN for t in shifted_windows(x_BxHxWxC, stride)]
