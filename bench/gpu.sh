@@ -2,13 +2,18 @@
 # GPU throughput of the seed model at 256x256 in bfloat16: images/s, model FLOP utilization, and
 # the real input pipeline (Grain over array_record) against device-resident synthetic batches.
 #
+# With PHOTOS set, it then runs the quality experiment (bench/quality.py: seed against vivid at
+# 128x128) for QUALITY_STEPS steps, more than a CPU session can afford.
+#
 # Run from the repository root on a GPU machine with a CUDA jax installed (it has no network):
 #   bash bench/gpu.sh                  # batch 256, 30 timed steps
 #   BATCH=512 STEPS=50 WORKERS=8 bash bench/gpu.sh
-# Wheels that the machine lacks (grain, array-record, ...) travel in .whl/, made beforehand with
-#   pip download --no-deps -d .whl grain==0.2.18 array-record==0.8.6
-# and are installed here without an index. Output: a table on stdout and in $OUT/gpu_result.md
-# ($WORK/gpu_result.md when OUT is not set).
+#   PHOTOS=.device_data QUALITY_STEPS=3000 bash bench/gpu.sh
+# bench/stage_device.sh stages, beforehand and on a machine with pip's index, the wheels that the
+# GPU machine lacks (grain, array-record, ...) in .whl/ and the photos in .device_data/; both
+# travel as the device tool's `carry` and are installed here without an index. Output: tables
+# on stdout and in $OUT (gpu_result.md; quality.md and quality_figure.png with PHOTOS), or in
+# $WORK when OUT is not set. ALLOW_CPU=1 runs it on a CPU (tests/bench_test.py does, tiny).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,11 +23,17 @@ WORKERS="${WORKERS:-4}"       # Grain worker processes decoding records
 EXAMPLES="${EXAMPLES:-2048}"  # synthetic 256x256 records written (~400 MB)
 SIZE="${SIZE:-256}"           # image side (the FLOP figures below are for 256)
 WORK="${WORK:-/tmp/colorjax_gpu}"
+PHOTOS="${PHOTOS:-}"          # a folder laid out like ../shared/data: the quality experiment
+QUALITY_STEPS="${QUALITY_STEPS:-3000}"
+THROUGHPUT="${THROUGHPUT:-1}" # 0: skip the throughput measurement (the quality run alone)
 
-if compgen -G '.whl/*.whl' > /dev/null; then
-  python3 -m pip install --no-index --find-links .whl --no-deps .whl/*.whl
-fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # colorjax from this tree, no install
+if compgen -G '.whl/*.whl' > /dev/null; then
+  # Beside the image's packages, not over them (the device tool's recipe).
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 python3 - <<'EOF'
 import os
 import jax
@@ -137,6 +148,13 @@ def main():
 if __name__ == '__main__':
   main()
 EOF
-BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
-  RESULT="$RESULT" python3 "$WORK/gpu_driver.py"
-echo "wrote $RESULT"
+if [[ "$THROUGHPUT" != 0 ]]; then
+  BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
+    RESULT="$RESULT" python3 "$WORK/gpu_driver.py"
+  echo "wrote $RESULT"
+fi
+
+if [[ -n "$PHOTOS" ]]; then
+  python3 -m bench.quality --data_dir="$PHOTOS" --workdir="$WORK/quality" \
+    --steps="$QUALITY_STEPS" --image_size=128 --batch_size=16 --doc="${OUT:-$WORK}/quality.md"
+fi

@@ -25,7 +25,7 @@ from bench import report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / 'docs' / 'quality.md'
-FIGURE = ROOT / 'docs' / 'quality_figure.png'
+FIGURE_NAME = 'quality_figure.png'  # written beside the doc
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
@@ -43,6 +43,7 @@ _CORRECTIONS = flags.DEFINE_list(
 # The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
 MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
 _MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
+_DOC = flags.DEFINE_string('doc', str(DOC), f'the report to write ({FIGURE_NAME} goes beside it)')
 
 
 def _stage_train_photos(data_dir, staging):
@@ -155,6 +156,16 @@ def tint_length(m):
   return float(sum(x * x for x in m['ab_bias']) ** 0.5)
 
 
+def device_description():
+  """What trained the models: 'CPU, N cores' or the accelerator (this process's JAX backend;
+  called after training, so that it never holds a GPU the training subprocesses need)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.default_backend() == 'cpu':
+    return f'CPU, {os.cpu_count()} cores'
+  return f'{jax.devices()[0].device_kind} x{jax.device_count()}'
+
+
 def meets_targets(psnr, auc, tint, seed):
   """The issue's constraints besides colorfulness: tint, and PSNR / AuC against the seed model."""
   accurate = psnr >= seed['psnr'] - MAX_PSNR_DROP and auc >= seed['auc'] - MAX_AUC_DROP
@@ -234,9 +245,12 @@ def main(argv):
     )
     for r, good in zip(sweep, ok)
   ]  # fmt: skip
+  doc = pathlib.Path(_DOC.value).resolve()
+  trained_on = device_description()
+  doc.parent.mkdir(parents=True, exist_ok=True)
   figures = sorted((eval_dir / 'figures').glob('*.png'))
   if figures:
-    shutil.copyfile(figures[0], FIGURE)
+    shutil.copyfile(figures[0], doc.parent / FIGURE_NAME)
   table = (eval_dir / 'report.md').read_text().replace(str(workdir) + os.sep, '')
   n_val = len(seed['per_image'])
   n_train = json.loads((records / 'manifest.json').read_text())['splits']['train']['num_records']
@@ -259,7 +273,7 @@ Both models trained for {steps} steps of batch {batch} at {size}x{size} on coco/
 data_prep's filters), with the report's augmentation; evaluated by `launch.evaluate` on {n_val}
 coco/val2017 photos at {size}x{size}. Training time: {
     ', '.join(f'{k} {v / 60:.1f} min' for k, v in seconds.items())
-  } (CPU, 2 cores){
+  } ({trained_on}){
     ''.join(
       f'; {k} resumed from its step-{v} checkpoint of an earlier run of this command (exact '
       'resume: same data order, optimizer state and schedule; the time adds up every invocation '
@@ -309,9 +323,9 @@ Original | Grayscale | seed | vivid (the first val photos).
 
 ![quality figure](quality_figure.png)
 """
-  DOC.write_text(text)
+  doc.write_text(text)
   print(text)
-  print(f'wrote {DOC}')
+  print(f'wrote {doc}')
 
 
 if __name__ == '__main__':

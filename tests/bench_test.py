@@ -1,0 +1,81 @@
+"""bench/quality.py and bench/gpu.sh end to end on tiny synthetic inputs (no timings asserted)."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from image_fixtures import pattern
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _photos(folder, n, seed):
+  folder.mkdir(parents=True)
+  for i in range(n):
+    Image.fromarray(pattern(96, 112, seed + i)).save(folder / f'{seed + i:04d}.jpg', quality=95)
+
+
+def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
+  data = tmp_path / 'shared'
+  _photos(data / 'coco' / 'train2017', 6, 0)
+  _photos(data / 'photos' / 'old', 2, 100)  # nested, as in the shared folder
+  _photos(data / 'coco' / 'val2017', 3, 200)
+  doc = tmp_path / 'docs' / 'quality.md'
+  cmd = [
+    sys.executable,
+    '-m',
+    'bench.quality',
+    f'--data_dir={data}',
+    f'--workdir={tmp_path / "work"}',
+    '--steps=2',
+    '--image_size=64',
+    '--batch_size=4',
+    '--temperatures=0.1,0.38',
+    '--prior_corrections=0,0.1',
+    f'--doc={doc}',
+  ]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = doc.read_text()
+  # Both models trained for the steps asked, on the 8 train photos; both evaluated on val.
+  for name in ('seed', 'vivid'):
+    assert (tmp_path / 'work' / name / 'checkpoints' / '2').is_dir()
+    assert re.search(rf'^\| {name} \| [0-9.]+ \|', text, re.M), text
+  assert '(8 photos after' in text and 'on 3\ncoco/val2017 photos' in text
+  assert 'CPU, ' in text  # what trained them
+  # The four targets, each judged, and the 2 x 2 decoding sweep.
+  targets = re.findall(r'^\| vivid .* \| (yes|no) \|$', text, re.M)
+  assert len(targets) == 4, text
+  sweep = re.findall(r'^\| (0\.1|0\.38) \| (0|0\.1) \| ', text, re.M)
+  assert sorted(sweep) == [('0.1', '0'), ('0.1', '0.1'), ('0.38', '0'), ('0.38', '0.1')]
+  figure = doc.parent / 'quality_figure.png'
+  assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid
+
+
+def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
+  env = dict(
+    os.environ,
+    ALLOW_CPU='1',
+    SIZE='64',
+    BATCH='4',
+    STEPS='2',
+    EXAMPLES='8',
+    WORKERS='0',
+    WORK=str(tmp_path / 'work'),
+    OUT=str(tmp_path / 'out'),
+  )
+  (tmp_path / 'out').mkdir()
+  proc = subprocess.run(
+    ['bash', 'bench/gpu.sh'], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+  )
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  result = (tmp_path / 'out' / 'gpu_result.md').read_text()
+  synthetic = re.search(r'^\| synthetic .* \| ([0-9.]+) \|', result, re.M)
+  real = re.search(r'^\| Grain \+ array_record, 0 workers \| ([0-9.]+) \|', result, re.M)
+  ratio = re.search(r'^real pipeline / synthetic: ([0-9.]+)$', result, re.M)
+  assert synthetic and real and ratio, result
+  assert float(synthetic[1]) > 0 and float(real[1]) > 0
+  assert abs(float(ratio[1]) - float(real[1]) / float(synthetic[1])) < 2e-3
