@@ -20,6 +20,11 @@ flags.DEFINE_integer('train_batch', 8, 'Global batch size of the timed train ste
 flags.DEFINE_integer('steps', 5, 'Timed train steps per row (after one compile step).')
 flags.DEFINE_string('parallel', 'single', 'parallel mode of the train step (single/sharded/pmap).')
 flags.DEFINE_integer('loader_seconds', 5, 'Seconds to time the input pipeline.')
+flags.DEFINE_bool(
+  'unbanded',
+  True,
+  'Also time float32 with the kernel gradient unbanded (models.kernel_grad band 0).',
+)
 
 # Published numbers for scale (256 px): this project's brief; the report.
 REFERENCES = (
@@ -28,8 +33,17 @@ REFERENCES = (
 )
 
 
-def train_rate(size, dtype, batch_size, steps, mode):
-  """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam)."""
+def train_rate(size, dtype, batch_size, steps, mode, band=models.KERNEL_GRAD_BAND):
+  """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam); band:
+  the kernel gradient's band (conv='matmul', the CPU default)."""
+  default, models.KERNEL_GRAD_BAND = models.KERNEL_GRAD_BAND, band
+  try:
+    return _train_rate(size, dtype, batch_size, steps, mode)
+  finally:
+    models.KERNEL_GRAD_BAND = default
+
+
+def _train_rate(size, dtype, batch_size, steps, mode):
   config = models.ModelConfig(image_size=size, dtype=dtype)
   model = models.create_model(config)
   tx = train.make_optimizer(1e-3)
@@ -58,13 +72,15 @@ def main(argv):
   rows = []
   for size in map(int, FLAGS.sizes):
     base = None
-    for dtype in FLAGS.dtypes:
-      rate, loss = train_rate(size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel)
+    variants = [(d, models.KERNEL_GRAD_BAND) for d in FLAGS.dtypes]
+    variants += [('float32', 0)] if FLAGS.unbanded else []
+    for dtype, band in variants:
+      rate, loss = train_rate(size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel, band)
       base = base or rate
       rows.append(
         [
           f'train step, seed net, {size} px',
-          dtype,
+          dtype + ('' if band else ', kernel gradient unbanded'),
           FLAGS.train_batch,
           rate,
           f'{rate / base:.2f}x',
@@ -87,7 +103,10 @@ def main(argv):
   body = (
     report.table(['what', 'dtype', 'batch', 'images/s', 'vs float32', 'last loss'], rows)
     + f'\n\nTrain steps include on-device dequantization and augmentation; {FLAGS.steps} '
-    f'timed steps after one compile step, parallel={FLAGS.parallel}. For scale: ' + REFERENCES
+    f'timed steps after one compile step, parallel={FLAGS.parallel}. On a CPU, 3x3 convolutions '
+    "take conv='matmul' (models.Conv3x3MatmulGrad): their kernel gradient scans bands of "
+    f'{models.KERNEL_GRAD_BAND} output positions; the unbanded row (band 0) cuts each tap from '
+    'the whole batch instead. For scale: ' + REFERENCES
   )
   report.write_section(
     'train',

@@ -55,6 +55,22 @@ def test_conv3x3_matmul_grad_is_nn_conv(stride, size, features):
   )
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('size', [(8, 8), (7, 9)])
+@pytest.mark.parametrize('channels', [(5, 3), (128, 4)])  # 9 matmuls a band; one im2col matmul
+@pytest.mark.parametrize('band', [1, 18, 2048, 0])  # rows a band: 1; 2-4, remainders; all; none
+def test_kernel_grad_is_the_conv_kernel_gradient(stride, size, channels, band):
+  C, N = channels
+  x = jax.random.normal(jax.random.key(4), (2, *size, C))
+  kernel = jax.random.normal(jax.random.key(5), (3, 3, C, N))
+  y, vjp = jax.vjp(lambda k: models._lax_conv(x, k, stride), kernel)
+  g = jax.random.normal(jax.random.key(6), y.shape)
+  (expected,) = vjp(g)  # XLA's convolution gradient
+  got = models.kernel_grad(x, g, stride, band=band)
+  assert got.shape == kernel.shape and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize('name,loss', PAIRS)
 def test_conv_implementations_share_params_and_function(name, loss):
   L = jax.random.uniform(jax.random.key(3), (2, 32, 32, 1), maxval=100.0)
