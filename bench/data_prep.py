@@ -3,6 +3,7 @@
 import glob
 import io
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -103,7 +104,7 @@ def main(argv):
   if not paths:
     raise app.UsageError(f'no JPEGs under {_INPUT_DIR.value}')
   rgb = [images.load_rgb8(p, size) for p in paths]
-  data = [open(p, 'rb').read() for p in paths]
+  data = [pathlib.Path(p).read_bytes() for p in paths]
   table_start = time.process_time()
   images.lab_code_table()
   table_cpu = time.process_time() - table_start

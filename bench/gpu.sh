@@ -26,12 +26,13 @@ WORK="${WORK:-/tmp/colorjax_gpu}"
 PHOTOS="${PHOTOS:-}"          # a folder laid out like ../shared/data: the quality experiment
 QUALITY_STEPS="${QUALITY_STEPS:-3000}"
 THROUGHPUT="${THROUGHPUT:-1}" # 0: skip the throughput measurement (the quality run alone)
+WHEELS="${WHEELS:-.whl}"      # the carried wheels (cp312, made by bench/stage_device.sh)
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # colorjax from this tree, no install
-if compgen -G '.whl/*.whl' > /dev/null; then
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
   # Beside the image's packages, not over them (the device tool's recipe).
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
+    --target /tmp/site "$WHEELS"/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 python3 - <<'EOF'

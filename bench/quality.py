@@ -321,7 +321,7 @@ such setting on these val photos; vivid.flags marks the setting used in the tabl
 
 Original | Grayscale | seed | vivid (the first val photos).
 
-![quality figure](quality_figure.png)
+![quality figure]({FIGURE_NAME})
 """
   doc.write_text(text)
   print(text)
