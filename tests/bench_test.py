@@ -79,4 +79,7 @@ def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
   ratio = re.search(r'^real pipeline / synthetic: ([0-9.]+)$', result, re.M)
   assert synthetic and real and ratio, result
   assert float(synthetic[1]) > 0 and float(real[1]) > 0
-  assert abs(float(ratio[1]) - float(real[1]) / float(synthetic[1])) < 2e-3
+  # The table prints images/s to 0.1 and the ratio to 0.001: allow for that rounding.
+  fast, slow = float(synthetic[1]), float(real[1])
+  rounding = slow / fast * (0.05 / slow + 0.05 / fast) + 5e-4
+  assert abs(float(ratio[1]) - slow / fast) <= rounding
