@@ -26,6 +26,7 @@ from bench import report
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / 'docs' / 'quality.md'
 FIGURE_NAME = 'quality_figure.png'  # written beside the doc
+VIVID_FLAGS = ROOT / 'launch' / 'configs' / 'vivid.flags'
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
@@ -151,6 +152,21 @@ def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections):
   return rows
 
 
+def flagfile_decoding(path=VIVID_FLAGS):
+  """(temperature, prior_correction) as vivid.flags sets them (the last occurrence of each).
+
+  The evaluation decodes vivid with the checked-in setting rather than the one its model.json
+  recorded at training time: a decoding picked from the sweep then needs no retraining."""
+  values = {}
+  for line in pathlib.Path(path).read_text().splitlines():
+    name, sep, value = line.strip().partition('=')
+    if sep and name in ('--temperature', '--prior_correction'):
+      values[name[2:]] = float(value)
+  if len(values) != 2:
+    raise ValueError(f'{path} must set --temperature and --prior_correction, got {values}')
+  return values['temperature'], values['prior_correction']
+
+
 def tint_length(m):
   """Length of an evaluation's mean ab bias (the tint)."""
   return float(sum(x * x for x in m['ab_bias']) ** 0.5)
@@ -187,6 +203,7 @@ def main(argv):
     seconds[name] = add_train_seconds(
       workdir / name, train(name, records, workdir, steps, size, batch)
     )
+  temperature, correction = flagfile_decoding()
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
     shutil.rmtree(eval_dir)
@@ -200,6 +217,8 @@ def main(argv):
       f'--input={data_dir / "coco" / "val2017"}',
       f'--output_dir={eval_dir}',
       f'--image_size={size}',
+      f'--temperature={temperature}',
+      f'--prior_correction={correction}',
     ],
     check=True,
     cwd=ROOT,
@@ -231,7 +250,6 @@ def main(argv):
     _TEMPERATURES.value,
     _CORRECTIONS.value,
   )
-  trained = json.loads((workdir / 'vivid' / 'model.json').read_text())
   ok = [meets_targets(r[2], r[3], r[5], seed) for r in sweep]
   best = max((r for r, good in zip(sweep, ok) if good), key=lambda r: r[4], default=None)
   sweep_rows = [
@@ -239,7 +257,7 @@ def main(argv):
       f'{r[0]:g}', f'{r[1]:g}', f'{r[2]:.2f}', f'{r[3]:.1f}', f'{r[4]:.3f}', f'{r[5]:.2f}',
       'yes' if good else 'no',
       ' '.join(
-        (['vivid.flags'] if (r[0], r[1]) == (trained['temperature'], trained['prior_correction'])
+        (['vivid.flags'] if (r[0], r[1]) == (temperature, correction)
          else []) + (['best'] if r is best else [])
       ),
     )

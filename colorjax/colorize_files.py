@@ -193,11 +193,7 @@ def colorize_files(
   if not todo:
     return result
   colorizer = inference.load(checkpoint)
-  if prior_correction is not None:
-    if colorizer.config.loss != 'classification':
-      raise ValueError(f'a {colorizer.config.loss!r} model takes no prior_correction')
-    config = dataclasses.replace(colorizer.config, prior_correction=prior_correction)
-    colorizer = colorizer.replace(config=config)
+  colorizer = inference.with_decoding(colorizer, prior_correction=prior_correction)
   (output_dir / COMPARE_DIR if compare else output_dir).mkdir(parents=True, exist_ok=True)
   predict = None
   with tempfile.TemporaryDirectory() as tmp, tqdm.tqdm(total=len(todo), unit='image') as bar:

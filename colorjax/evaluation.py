@@ -129,7 +129,17 @@ def write_figures(output_dir, gt_u8, gray_u8, preds, names):
   return paths
 
 
-def evaluate(checkpoints, source, output_dir, *, image_size=256, max_images=None, split='val'):
+def evaluate(
+  checkpoints,
+  source,
+  output_dir,
+  *,
+  image_size=256,
+  max_images=None,
+  split='val',
+  temperature=None,
+  prior_correction=None,
+):
   """Scores each checkpoint and the all-gray baseline; writes metrics.json, report.md, figures.
 
   Args:
@@ -139,6 +149,8 @@ def evaluate(checkpoints, source, output_dir, *, image_size=256, max_images=None
     image_size: photos are center-cropped and resized to this (records keep their size).
     max_images: evaluate the first N images only.
     split: the records split.
+    temperature, prior_correction: the decoding of classification checkpoints (None: each
+      one's model config); 'mse' checkpoints have none and ignore them.
 
   Returns:
     The metrics.json dict: {checkpoint or 'gray': means + 'per_image'}.
@@ -154,8 +166,12 @@ def evaluate(checkpoints, source, output_dir, *, image_size=256, max_images=None
   L = np.stack([L for _, L, _ in images])
   ab_gt = np.stack([ab for _, _, ab in images])
   results, preds = {}, []
+  decoding = {'temperature': temperature, 'prior_correction': prior_correction}
   for checkpoint in tqdm.tqdm(checkpoints, unit='checkpoint'):
-    results[checkpoint], rgb = score(ids, L, ab_gt, predict_ab(inference.load(checkpoint), L))
+    colorizer = inference.load(checkpoint)
+    if colorizer.config.loss == 'classification':
+      colorizer = inference.with_decoding(colorizer, **decoding)
+    results[checkpoint], rgb = score(ids, L, ab_gt, predict_ab(colorizer, L))
     preds.append(rgb)
   results[GRAY], gray_rgb = score(ids, L, ab_gt, np.zeros_like(ab_gt))
   output_dir = pathlib.Path(output_dir)
@@ -163,10 +179,13 @@ def evaluate(checkpoints, source, output_dir, *, image_size=256, max_images=None
   (output_dir / 'metrics.json').write_text(json.dumps(results, indent=1))
   names = [os.path.basename(os.path.normpath(c)) or c for c in checkpoints]
   table = report_table(results)
+  asked = ', '.join(f'{k} {v:g}' for k, v in decoding.items() if v is not None)
   (output_dir / 'report.md').write_text(
     f'# Evaluation on {len(images)} images from {source}\n\n'
     'Means over images; PSNR and SSIM on RGB uint8 against the ground truth round-tripped '
-    'through Lab; predicted ab joined to the ground-truth L; tint = mean (a, b) error.\n\n'
+    'through Lab; predicted ab joined to the ground-truth L; tint = mean (a, b) error.'
+    + (f' Classification checkpoints decoded with {asked}.' if asked else '')
+    + '\n\n'
     f'{table}\n'
   )
   gt_rgb = [visualize.lab_to_uint8(l_, ab) for l_, ab in zip(L, ab_gt)]

@@ -1,5 +1,6 @@
 """Colorizing with a trained network: load, colorize(params, L), colorize_image(params, photo)."""
 
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -73,6 +74,25 @@ def _float32(tree):
   return jax.tree.map(
     lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
   )
+
+
+def with_decoding(colorizer, *, temperature=None, prior_correction=None):
+  """The colorizer with its classification decoding replaced (None keeps the config's value).
+
+  Decoding is a test-time choice: the network and params are unchanged. Raises ValueError for a
+  model without a decoding to set (an 'mse' model) when either value is given, and ModelConfig's
+  ValueError for a temperature <= 0 or a negative correction.
+  """
+  changes = {
+    k: float(v)
+    for k, v in (('temperature', temperature), ('prior_correction', prior_correction))
+    if v is not None
+  }
+  if not changes:
+    return colorizer
+  if colorizer.config.loss != 'classification':
+    raise ValueError(f'a {colorizer.config.loss!r} model takes no {" or ".join(changes)}')
+  return colorizer.replace(config=dataclasses.replace(colorizer.config, **changes))
 
 
 def load(path, step=None):

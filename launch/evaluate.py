@@ -1,7 +1,7 @@
 """Scores checkpoints on photos or records against the all-gray baseline.
 
   python -m launch.evaluate --checkpoint=A [--checkpoint=B ...] --input=DIR --output_dir=OUT
-      [--image_size=256] [--max_images=N] [--split=val]
+      [--image_size=256] [--max_images=N] [--split=val] [--temperature=T] [--prior_correction=C]
 
 Writes OUT/metrics.json (per checkpoint as given, plus the all-gray baseline under 'gray'),
 OUT/report.md (a Table-2-style summary) and OUT/figures/figure_NNN.png. Metric definitions:
@@ -19,6 +19,16 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'where metrics.json, repor
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'photos are center-cropped/resized to this')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', None, 'evaluate the first N images only')
 _SPLIT = flags.DEFINE_string('split', 'val', 'the records split (records input only)')
+_TEMPERATURE = flags.DEFINE_float(
+  'temperature',
+  None,
+  "annealed-mean temperature of classification checkpoints (default: each one's model config)",
+)
+_PRIOR_CORRECTION = flags.DEFINE_float(
+  'prior_correction',
+  None,
+  "prior correction of classification checkpoints (default: each one's model config)",
+)
 
 
 def main(argv):
@@ -32,6 +42,8 @@ def main(argv):
     image_size=_IMAGE_SIZE.value,
     max_images=_MAX_IMAGES.value,
     split=_SPLIT.value,
+    temperature=_TEMPERATURE.value,
+    prior_correction=_PRIOR_CORRECTION.value,
   )
   print(evaluation.report_table(results))
 

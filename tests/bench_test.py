@@ -9,6 +9,8 @@ import sys
 from image_fixtures import jpeg, pattern
 from PIL import Image
 
+from bench import quality
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -24,6 +26,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   _photos(data / 'photos' / 'old', 2, 100)  # nested, as in the shared folder
   _photos(data / 'coco' / 'val2017', 3, 200)
   doc = tmp_path / 'docs' / 'quality.md'
+  t, c = quality.flagfile_decoding()  # vivid.flags' decoding, which the tables use
+  assert t != 0.38 and c != 0
   cmd = [
     sys.executable,
     '-m',
@@ -33,8 +37,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
     '--steps=2',
     '--image_size=64',
     '--batch_size=4',
-    '--temperatures=0.1,0.38',
-    '--prior_corrections=0,0.1',
+    f'--temperatures={t:g},0.38',
+    f'--prior_corrections=0,{c:g}',
     f'--doc={doc}',
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -49,8 +53,12 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   # The four targets, each judged, and the 2 x 2 decoding sweep.
   targets = re.findall(r'^\| vivid .* \| (yes|no) \|$', text, re.M)
   assert len(targets) == 4, text
-  sweep = re.findall(r'^\| (0\.1|0\.38) \| (0|0\.1) \| ', text, re.M)
-  assert sorted(sweep) == [('0.1', '0'), ('0.1', '0.1'), ('0.38', '0'), ('0.38', '0.1')]
+  sweep = re.findall(r'^\| ([0-9.]+) \| ([0-9.]+) \| .*\|$', text, re.M)
+  t, c = f'{t:g}', f'{c:g}'
+  assert sorted(sweep) == sorted([(t, '0'), (t, c), ('0.38', '0'), ('0.38', c)]), text
+  # The tables decode vivid as vivid.flags does, and the sweep marks that row.
+  assert f'decoded with temperature {t}, prior_correction {c}.' in text
+  assert re.search(rf'^\| {t} \| {c} \| .* vivid\.flags.* \|$', text, re.M), text
   figure = doc.parent / 'quality_figure.png'
   assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid
 

@@ -1,5 +1,6 @@
 """Tests for colorjax.evaluation and python -m launch.evaluate on skimage photos and records."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import skimage.data
 from inference_test import write_workdir
 from PIL import Image
 
-from colorjax import evaluation
+from colorjax import evaluation, inference, quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
@@ -127,3 +128,33 @@ def test_evaluate_records_and_bad_inputs(tmp_path):
     evaluation.evaluate(['gray'], tmp_path / 'records', tmp_path / 'out')
   with pytest.raises(FileNotFoundError, match='no train'):
     evaluation.load_eval_images(tmp_path / 'records', split='train')
+
+
+def test_evaluate_decodes_classification_checkpoints_as_asked(tmp_path):
+  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS))
+  write_workdir(tmp_path / 'mse', image_size=32)
+  write_workdir(
+    tmp_path / 'cls', image_size=32, loss='classification', head_stride=1, bin_log_weights=log_w
+  )
+  images = record_fixtures.synthetic_images(2, size=32)
+  record_fixtures.write_shards(tmp_path / 'records', 'val', images, num_shards=1)
+  checkpoints = [str(tmp_path / 'mse'), str(tmp_path / 'cls')]
+  plain = evaluation.evaluate(checkpoints, tmp_path / 'records', tmp_path / 'plain')
+  asked = evaluation.evaluate(
+    checkpoints, tmp_path / 'records', tmp_path / 'asked', temperature=0.7, prior_correction=0.5
+  )
+  # The regression model has no decoding: unchanged. The classification model is decoded as
+  # colorize decodes it with that temperature after adding 0.5 * log w to its logits.
+  assert asked[checkpoints[0]]['per_image'] == plain[checkpoints[0]]['per_image']
+  colorizer = inference.load(tmp_path / 'cls')
+  corrected = colorizer.replace(config=dataclasses.replace(colorizer.config, prior_correction=0.5))
+  ids, L, ab_gt = zip(*evaluation.load_eval_images(tmp_path / 'records'))
+  L = np.stack(L)
+  ab = np.asarray(inference.colorize(corrected, L[..., None], temperature=0.7))
+  expected, _ = evaluation.score(ids, L, np.stack(ab_gt), ab)
+  np.testing.assert_allclose(asked[checkpoints[1]]['psnr'], expected['psnr'], rtol=1e-4)
+  assert asked[checkpoints[1]]['psnr'] != plain[checkpoints[1]]['psnr']
+  report = (tmp_path / 'asked' / 'report.md').read_text()
+  assert 'decoded with temperature 0.7, prior_correction 0.5.' in report
+  with pytest.raises(ValueError, match='temperature must be positive'):
+    evaluation.evaluate(checkpoints, tmp_path / 'records', tmp_path / 'bad', temperature=0.0)

@@ -231,3 +231,18 @@ def test_join_photo_or_L_and_both_gamut_paths():
   assert np.abs(fullsize.join(image, mild).astype(int) - expected)[inside].max() <= 1
   with pytest.raises(ValueError, match='uint8 photo'):
     fullsize.join(np.zeros((4, 5, 2), np.uint8), mild)
+
+
+def test_with_decoding_replaces_a_classification_decoding_only(tmp_path, colorizer):
+  assert inference.with_decoding(colorizer) is colorizer
+  with pytest.raises(ValueError, match="'mse' model takes no temperature"):
+    inference.with_decoding(colorizer, temperature=0.5)
+  with pytest.raises(ValueError, match="'mse' model takes no prior_correction"):
+    inference.with_decoding(colorizer, prior_correction=0.5)
+  config, _ = write_workdir(tmp_path / 'cls', image_size=32, loss='classification')
+  cls = inference.load(tmp_path / 'cls')
+  new = inference.with_decoding(cls, temperature=0.2)
+  assert (new.config.temperature, new.config.prior_correction) == (0.2, config.prior_correction)
+  assert new.params is cls.params and cls.config.temperature == config.temperature
+  with pytest.raises(ValueError, match='temperature must be positive'):
+    inference.with_decoding(cls, temperature=-1)
