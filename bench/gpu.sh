@@ -6,8 +6,8 @@
 # 128x128) for QUALITY_STEPS steps, more than a CPU session can afford.
 #
 # Run from the repository root on a GPU machine with a CUDA jax installed (it has no network):
-#   bash bench/gpu.sh                  # batch 256, 30 timed steps
-#   BATCH=512 STEPS=50 WORKERS=8 bash bench/gpu.sh
+#   bash bench/gpu.sh                  # batches 256 and 512, 4 and 8 workers, 30 timed steps
+#   BATCH=512 STEPS=50 WORKERS=8,12 bash bench/gpu.sh
 #   PHOTOS=.device_data QUALITY_STEPS=3000 bash bench/gpu.sh
 # bench/stage_device.sh stages, beforehand and on a machine with pip's index, the wheels that the
 # GPU machine lacks (grain, array-record, ...) in .whl/ and the photos in .device_data/; both
@@ -17,9 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BATCH="${BATCH:-256}"         # global batch (one GPU)
+BATCH="${BATCH:-256,512}"     # global batches tried (one GPU); the fastest one that fits counts
 STEPS="${STEPS:-30}"          # timed steps per measurement, after 5 warm-up steps
-WORKERS="${WORKERS:-4}"       # Grain worker processes decoding records
+WORKERS="${WORKERS:-4,8}"     # Grain worker process counts, each timed on the real pipeline
 EXAMPLES="${EXAMPLES:-2048}"  # synthetic 256x256 records written (~400 MB)
 SIZE="${SIZE:-256}"           # image side (the FLOP figures below are for 256)
 WORK="${WORK:-/tmp/colorjax_gpu}"
@@ -62,8 +62,9 @@ from array_record.python import array_record_module
 
 from colorjax import augment, input_pipeline, models, records, train
 
-BATCH, STEPS = int(os.environ['BATCH']), int(os.environ['STEPS'])
-WORKERS, EXAMPLES = int(os.environ['WORKERS']), int(os.environ['EXAMPLES'])
+BATCHES = [int(b) for b in os.environ['BATCH'].split(',')]  # tried in turn; the fastest is fed
+STEPS, EXAMPLES = int(os.environ['STEPS']), int(os.environ['EXAMPLES'])
+WORKERS = [int(w) for w in os.environ['WORKERS'].split(',')]  # Grain worker counts, each timed
 WORK, SIZE, SHARDS = os.environ['WORK'], int(os.environ['SIZE']), 4
 FWD_FLOP = 18.2e9 * (SIZE / 256) ** 2  # seed network forward FLOP per image; training ~3x
 PEAK_BF16 = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 'B200': 2250e12}
@@ -89,7 +90,7 @@ def write_records():
   return data_dir
 
 
-def timed(step_fn, next_batch, steps):
+def timed(step_fn, next_batch, steps, batch):
   """Images/s over `steps` steps after 5 warm-up steps (compilation included there)."""
   for _ in range(5):
     step_fn(next_batch())
@@ -98,47 +99,86 @@ def timed(step_fn, next_batch, steps):
   for _ in range(steps):
     step_fn(next_batch())
   jax.block_until_ready(STATE[0])
-  return steps * BATCH / (time.perf_counter() - t)
+  return steps * batch / (time.perf_counter() - t)
 
 
 STATE = []  # the train state, replaced at each step (its buffers are donated)
 
 
-def main():
+def measure(batch, data_dir, workers):
+  """Synthetic images/s at this batch, then the real pipeline's at each worker count."""
   config = models.ModelConfig(name='seed', loss='mse', image_size=SIZE, dtype='bfloat16')
   model = models.create_model(config)
   tx = train.make_optimizer(1e-3)
-  STATE.append(train.create_train_state(jax.random.key(0), model, tx, SIZE))
+  STATE[:] = [train.create_train_state(jax.random.key(0), model, tx, SIZE)]
   step, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
   step = jax.jit(step, donate_argnums=0)
-  index, key = jnp.arange(BATCH, dtype=jnp.int32), jax.random.key(1)
+  index, key = jnp.arange(batch, dtype=jnp.int32), jax.random.key(1)
 
-  def run_step(batch):
-    STATE[0], metrics = step(STATE[0], dict(batch, index=index), key)
+  def run_step(b):
+    STATE[0], metrics = step(STATE[0], dict(b, index=index), key)
     return metrics
 
-  data_dir = write_records()
-  ds = input_pipeline.train_dataset(data_dir, batch_size=BATCH, seed=0, worker_count=WORKERS)
-  it = iter(input_pipeline.device_prefetch(ds, size=2))
+  def pipeline(worker_count):
+    ds = input_pipeline.train_dataset(
+      data_dir, batch_size=batch, seed=0, worker_count=worker_count
+    )
+    return iter(input_pipeline.device_prefetch(ds, size=2))
+
+  it = pipeline(workers[0])
   first = next(it)
   synthetic = jax.device_put({'L': first['L'], 'ab': first['ab']})
-  ips_synthetic = timed(run_step, lambda: synthetic, STEPS)
-  ips_real = timed(run_step, lambda: next(it), STEPS)
-  it.close()
+  ips_synthetic = timed(run_step, lambda: synthetic, STEPS, batch)
+  real = {}
+  for w in workers:
+    it = it or pipeline(w)
+    real[w] = timed(run_step, lambda: next(it), STEPS, batch)
+    it.close()
+    it = None
+  return ips_synthetic, real
 
+
+def main():
   kind = jax.devices()[0].device_kind
   peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
   mfu = lambda ips: f'{100 * ips * 3 * FWD_FLOP / peak:.1f}%' if peak else 'unknown peak'
+  data_dir = write_records()
+  rows, best = [], None
+  for batch in BATCHES:
+    try:
+      ips_synthetic, real = measure(batch, data_dir, WORKERS)
+    except Exception as e:  # pylint: disable=broad-except
+      if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
+        raise
+      print(f'batch {batch} does not fit: {str(e)[:200]}')
+      rows.append(f'| synthetic (one batch on the device) | {batch} | does not fit | |')
+      continue
+    finally:
+      STATE.clear()
+    print(f'batch {batch}: synthetic {ips_synthetic:.1f} images/s, real {real}', flush=True)
+    rows.append(
+      f'| synthetic (one batch on the device) | {batch} | {ips_synthetic:.1f} '
+      f'| {mfu(ips_synthetic)} |'
+    )
+    rows += [
+      f'| Grain + array_record, {w} workers | {batch} | {ips:.1f} | {mfu(ips)} |'
+      for w, ips in real.items()
+    ]
+    if best is None or ips_synthetic > best[1]:
+      best = (batch, ips_synthetic, max(real.values()))
+  if best is None:
+    raise SystemExit('no batch fits')
   lines = [
     f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
-    f'bfloat16, batch {BATCH}, Adam + MSE with the report augmentation on the device',
+    f'bfloat16, Adam + MSE with the report augmentation on the device; '
+    f'{STEPS} timed steps after 5 warm-up steps',
     '',
-    f'| input | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
-    '|---|---|---|',
-    f'| synthetic (one batch on the device) | {ips_synthetic:.1f} | {mfu(ips_synthetic)} |',
-    f'| Grain + array_record, {WORKERS} workers | {ips_real:.1f} | {mfu(ips_real)} |',
+    f'| input | batch | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
+    '|---|---|---|---|',
+    *rows,
     '',
-    f'real pipeline / synthetic: {ips_real / ips_synthetic:.3f}',
+    f'real pipeline (best worker count) / synthetic at batch {best[0]}: '
+    f'{best[2] / best[1]:.3f}',
   ]
   text = '\n'.join(lines)
   print(text)
@@ -149,13 +189,21 @@ def main():
 if __name__ == '__main__':
   main()
 EOF
+# A failed stage does not stop the next one (a device lease is short): the exit status says.
+status=0
 if [[ "$THROUGHPUT" != 0 ]]; then
-  BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" SIZE="$SIZE" \
-    RESULT="$RESULT" python3 "$WORK/gpu_driver.py"
-  echo "wrote $RESULT"
+  if BATCH="$BATCH" STEPS="$STEPS" WORKERS="$WORKERS" EXAMPLES="$EXAMPLES" WORK="$WORK" \
+    SIZE="$SIZE" RESULT="$RESULT" python3 "$WORK/gpu_driver.py"; then
+    echo "wrote $RESULT"
+  else
+    echo "the throughput run failed" >&2
+    status=1
+  fi
 fi
 
 if [[ -n "$PHOTOS" ]]; then
   python3 -m bench.quality --data_dir="$PHOTOS" --workdir="$WORK/quality" \
-    --steps="$QUALITY_STEPS" --image_size=128 --batch_size=16 --doc="${OUT:-$WORK}/quality.md"
+    --steps="$QUALITY_STEPS" --image_size=128 --batch_size=16 --doc="${OUT:-$WORK}/quality.md" \
+    || { echo "the quality run failed" >&2; status=1; }
 fi
+exit "$status"
