@@ -6,7 +6,7 @@
 # 128x128) for QUALITY_STEPS steps, more than a CPU session can afford.
 #
 # Run from the repository root on a GPU machine with a CUDA jax installed (it has no network):
-#   bash bench/gpu.sh                  # batches 256 and 512, 4 and 8 workers, 30 timed steps
+#   bash bench/gpu.sh                  # batches 256 and 512, 2, 4 and 8 workers, 100 timed steps
 #   BATCH=512 STEPS=50 WORKERS=8,12 bash bench/gpu.sh
 #   PHOTOS=.device_data QUALITY_STEPS=3000 bash bench/gpu.sh
 # bench/stage_device.sh stages, beforehand and on a machine with pip's index, the wheels that the
@@ -18,8 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BATCH="${BATCH:-256,512}"     # global batches tried (one GPU); the fastest one that fits counts
-STEPS="${STEPS:-30}"          # timed steps per measurement, after 5 warm-up steps
-WORKERS="${WORKERS:-4,8}"     # Grain worker process counts, each timed on the real pipeline
+STEPS="${STEPS:-100}"         # timed steps per measurement, after 5 (+ 2 x workers) warm-up steps
+WORKERS="${WORKERS:-2,4,8}"   # Grain worker process counts, each timed on the real pipeline
 EXAMPLES="${EXAMPLES:-2048}"  # synthetic 256x256 records written (~400 MB)
 SIZE="${SIZE:-256}"           # image side (the FLOP figures below are for 256)
 WORK="${WORK:-/tmp/colorjax_gpu}"
@@ -90,9 +90,9 @@ def write_records():
   return data_dir
 
 
-def timed(step_fn, next_batch, steps, batch):
-  """Images/s over `steps` steps after 5 warm-up steps (compilation included there)."""
-  for _ in range(5):
+def timed(step_fn, next_batch, steps, batch, warmup=5):
+  """Images/s over `steps` steps after `warmup` steps (compilation included there)."""
+  for _ in range(warmup):
     step_fn(next_batch())
   jax.block_until_ready(STATE[0])
   t = time.perf_counter()
@@ -132,7 +132,8 @@ def measure(batch, data_dir, workers):
   real = {}
   for w in workers:
     it = it or pipeline(w)
-    real[w] = timed(run_step, lambda: next(it), STEPS, batch)
+    # Each worker delivers whole batches in turn: warm up until every one has started.
+    real[w] = timed(run_step, lambda: next(it), STEPS, batch, warmup=5 + 2 * w)
     it.close()
     it = None
   return ips_synthetic, real
@@ -171,7 +172,7 @@ def main():
   lines = [
     f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
     f'bfloat16, Adam + MSE with the report augmentation on the device; '
-    f'{STEPS} timed steps after 5 warm-up steps',
+    f'{STEPS} timed steps after 5 warm-up steps (5 + 2 x workers on the real pipeline)',
     '',
     f'| input | batch | images/s | model FLOP utilization (3 x {FWD_FLOP / 1e9:.1f} GFLOP / image) |',
     '|---|---|---|---|',
