@@ -61,6 +61,7 @@ import tqdm
 from array_record.python import array_record_module
 
 from colorjax import augment, input_pipeline, models, records, train
+from bench import report
 
 BATCHES = [int(b) for b in os.environ['BATCH'].split(',')]  # tried in turn; the fastest is fed
 STEPS, EXAMPLES = int(os.environ['STEPS']), int(os.environ['EXAMPLES'])
@@ -170,6 +171,7 @@ def main():
   if best is None:
     raise SystemExit('no batch fits')
   lines = [
+    f'machine: {report.machine()}',
     f'device: {kind} ({jax.device_count()}), jax {jax.__version__}; seed model, {SIZE}x{SIZE}, '
     f'bfloat16, Adam + MSE with the report augmentation on the device; '
     f'{STEPS} timed steps after 5 warm-up steps (5 + 2 x workers on the real pipeline)',

@@ -38,8 +38,9 @@ def table(header, rows):
   return '\n'.join(lines)
 
 
-def write_section(name, command, body):
-  """Replaces (or appends) section `name` of docs/benchmarks.md, with command and machine."""
+def write_section(name, command, body, machine_line=None):
+  """Replaces (or appends) section `name` of docs/benchmarks.md, with command and machine
+  (machine_line: where the numbers were measured, when not on this machine)."""
   try:
     commit = subprocess.run(
       ['git', 'rev-parse', '--short', 'HEAD'],
@@ -52,7 +53,7 @@ def write_section(name, command, body):
     commit = ''
   section = (
     f'<!-- begin {name} -->\n## {name}\n\nCommand: `{command}`  \n'
-    f'Machine: {machine()}  \nCommit: {commit or "unknown"}\n\n{body.strip()}\n'
+    f'Machine: {machine_line or machine()}  \nCommit: {commit or "unknown"}\n\n{body.strip()}\n'
     f'<!-- end {name} -->\n'
   )
   DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,13 @@ def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
   fast, slow = synthetic[batch], max(real[batch, 0], real[batch, 1])
   rounding = slow / fast * (0.05 / slow + 0.05 / fast) + 5e-4
   assert abs(float(ratio[2]) - slow / fast) <= rounding
+  # bench.gpu_record turns the result into docs/benchmarks.md's section, judged on its numbers.
+  from bench import gpu_record  # pylint: disable=g-import-not-at-top
+
+  assert result.startswith('machine: ') and 'cores' in result.splitlines()[0]
+  device, best, pipeline = gpu_record.summarize(result)
+  assert (best, pipeline) == (max(synthetic.values()), float(ratio[2]))
+  section = gpu_record.body([result], note='smoke')
+  verdict = f'| {device} | {best:.0f} | {best / 3000:.2f}x | {pipeline:.3f} | '
+  verdict += 'yes |' if pipeline >= 0.95 else 'no |'
+  assert verdict in section and result.strip() in section and section.endswith('smoke'), section
