@@ -38,8 +38,9 @@ _TEMPERATURES = flags.DEFINE_list(
 )
 _CORRECTIONS = flags.DEFINE_list(
   'prior_corrections',
-  ['0', '0.05', '0.08', '0.1', '0.15', '0.2'],
-  "vivid's decoding prior corrections to sweep on val (with each temperature)",
+  ['-0.3', '-0.15', '0', '0.05', '0.08', '0.1', '0.15', '0.2'],
+  "vivid's decoding prior corrections to sweep on val (with each temperature); negative ones "
+  'temper a long-trained model that overshoots (docs/gpu/quality.md: 3000 steps)',
 )
 # The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
 MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
@@ -315,7 +316,8 @@ coco/val2017 photos at {size}x{size}. Training time: {
 ## Vivid's decoding on val
 
 The network is unchanged; decoding adds prior_correction * log(rebalancing weight) to each bin's
-logit (post-hoc logit adjustment toward rarer colors), then takes the annealed mean at T. 'other
+logit (post-hoc logit adjustment: > 0 toward rarer colors, < 0 toward common ones), then takes
+the annealed mean at T. 'other
 targets' = tint <= 3, PSNR and AuC within 1 dB and 2 points of seed; 'best' = the most colorful
 such setting on these val photos; vivid.flags marks the setting used in the tables above.
 

@@ -37,8 +37,9 @@ class ModelConfig:
   # 'classification' only: decoding first adds prior_correction * bin_log_weights to the logits,
   # with bin_log_weights = log w, the training data's rebalancing weights (training writes them).
   # This is post-hoc logit adjustment (Menon et al. 2021, "Long-tail learning via logit
-  # adjustment"). It shifts the decoded colors toward rarer, more saturated bins without
-  # retraining. 0 decodes the logits unchanged.
+  # adjustment"). Positive values shift the decoded colors toward rarer, more saturated bins
+  # without retraining; negative ones toward common, duller ones, down to -1, which undoes the
+  # training's rebalancing (the network learns p * w, so -log w leaves p). 0: the logits unchanged.
   prior_correction: float = 0.0
   bin_log_weights: tuple[float, ...] = ()
   width: int = 32  # 'unet' only: channels at full resolution, doubled at each of 3 downsamplings
@@ -53,8 +54,11 @@ class ModelConfig:
       raise ValueError(f'head_stride must be one of {HEAD_STRIDES}, got {self.head_stride}')
     if not self.temperature > 0:
       raise ValueError(f'temperature must be positive, got {self.temperature}')
-    if not self.prior_correction >= 0:
-      raise ValueError(f'prior_correction must be >= 0, got {self.prior_correction}')
+    if not -1 <= self.prior_correction < float('inf'):
+      raise ValueError(
+        f'prior_correction must be finite and >= -1 (-1 undoes the rebalancing), '
+        f'got {self.prior_correction}'
+      )
     # JSON gives a list; a tuple keeps the config hashable (it is a static argument of jit).
     object.__setattr__(self, 'bin_log_weights', tuple(float(x) for x in self.bin_log_weights))
     if self.conv not in CONV_IMPLS:

@@ -31,7 +31,8 @@ class TrainConfig:
   prior_correction: float = _field(
     0.0,
     "'classification' only: decoding adds this times log(rebalancing weight) to each bin's "
-    'logit (post-hoc logit adjustment toward rarer, more saturated colors); 0: off',
+    'logit (post-hoc logit adjustment: > 0 toward rarer, more saturated colors, < 0 toward '
+    'common ones, -1 undoes the rebalancing); 0: off',
   )
   rebalance_lambda: float = _field(
     0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"

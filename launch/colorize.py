@@ -44,7 +44,7 @@ _PRIOR_CORRECTION = flags.DEFINE_float(
   'prior_correction',
   None,
   'classification models: strength of the shift toward rarer, more saturated colors (0: off; '
-  'default: the model config)',
+  '< 0 toward common, duller ones, down to -1; default: the model config)',
 )
 
 

@@ -172,8 +172,16 @@ def test_decode_prior_correction_is_logit_adjustment():
   assert np.all(np.linalg.norm(pulled - center, axis=-1) < np.linalg.norm(base - center, axis=-1))
   with pytest.raises(ValueError, match='bin_log_weights'):
     models.decode(dataclasses.replace(plain, prior_correction=0.2), logits)
-  with pytest.raises(ValueError, match='prior_correction'):
-    dataclasses.replace(plain, prior_correction=-0.1)
+  # A negative correction pushes away from the bin; -1 is the floor (it undoes the rebalancing).
+  pushed = models.decode(
+    dataclasses.replace(config, bin_log_weights=toward, prior_correction=-1.0), logits
+  )
+  # (Removing mass p from the bin scales each pixel's distance to it by 1 / (1 - p).)
+  far, near = np.linalg.norm(pushed - center, axis=-1), np.linalg.norm(base - center, axis=-1)
+  assert np.all(far >= near - 1e-4) and far.mean() > near.mean() + 1e-3
+  for bad in (-1.5, float('inf'), float('nan')):
+    with pytest.raises(ValueError, match='prior_correction'):
+      dataclasses.replace(plain, prior_correction=bad)
 
 
 def test_config_json_round_trip_and_validation():
