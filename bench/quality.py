@@ -9,7 +9,6 @@ sweeps vivid's decoding (temperature and prior correction) on the same val photo
 docs/quality.md with the table, the targets and a figure (Original, Grayscale, seed, vivid).
 """
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 from absl import app, flags
 
 from bench import report
@@ -126,31 +124,17 @@ def train(name, records, workdir, steps, image_size, batch_size):
 def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections):
   """Vivid's metrics on val for each decoding (temperature, prior correction): the network runs
   once, then each setting decodes its logits. Rows: (T, correction, PSNR, AuC, CF ratio, tint)."""
-  # pylint: disable=g-import-not-at-top
-  import jax
-
-  from colorjax import evaluation, inference, models
+  from colorjax import calibration, evaluation, inference  # pylint: disable=g-import-not-at-top
 
   images = evaluation.load_eval_images(str(val_dir), image_size)
-  ids = [i for i, _, _ in images]
-  L = np.stack([x for _, x, _ in images])
-  ab = np.stack([x for _, _, x in images])
-  colorizer = inference.load(str(vivid_dir))
-  network = jax.jit(models.create_model(colorizer.config).apply)
-  batches = [network(colorizer.params, L[i : i + 32, ..., None]) for i in range(0, len(L), 32)]
-  decode = jax.jit(models.decode, static_argnums=0)
-  rows = []
-  for t in temperatures:
-    for beta in corrections:
-      config = dataclasses.replace(
-        colorizer.config, temperature=float(t), prior_correction=float(beta)
-      )
-      pred = np.concatenate([np.asarray(decode(config, x)) for x in batches])
-      m, _ = evaluation.score(ids, L, ab, pred)
-      rows.append(
-        (float(t), float(beta), m['psnr'], m['auc'], m['colorfulness_ratio'], tint_length(m))
-      )
-  return rows
+  rows = calibration.sweep(
+    inference.load(str(vivid_dir)),
+    images,
+    [float(t) for t in temperatures],
+    [float(c) for c in corrections],
+  )
+  keys = ('temperature', 'prior_correction', 'psnr', 'auc', 'colorfulness_ratio', 'tint')
+  return [tuple(r[k] for k in keys) for r in rows]
 
 
 def flagfile_decoding(path=VIVID_FLAGS):
@@ -170,7 +154,9 @@ def flagfile_decoding(path=VIVID_FLAGS):
 
 def tint_length(m):
   """Length of an evaluation's mean ab bias (the tint)."""
-  return float(sum(x * x for x in m['ab_bias']) ** 0.5)
+  from colorjax import calibration  # pylint: disable=g-import-not-at-top
+
+  return calibration.tint_length(m)
 
 
 def device_description():

@@ -1,0 +1,126 @@
+"""Tests for colorjax.calibration and python -m launch.calibrate on skimage photos."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+from inference_test import write_workdir
+from PIL import Image
+
+from colorjax import calibration, evaluation, inference, quantize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _row(t, c, psnr, cf, tint):
+  return {
+    'temperature': t,
+    'prior_correction': c,
+    'psnr': psnr,
+    'auc': 80.0,
+    'colorfulness_ratio': cf,
+    'tint': tint,
+  }
+
+
+def test_choose_prefers_accuracy_among_colorful_untinted_decodings():
+  rows = [
+    _row(0.1, 0.0, 22.0, 0.80, 1.0),  # accurate but not colorful enough
+    _row(0.1, 0.1, 21.0, 0.90, 2.0),  # colorful enough
+    _row(0.2, 0.1, 21.4, 0.86, 2.5),  # colorful enough and more accurate: chosen
+    _row(0.2, 0.2, 23.0, 1.10, 5.0),  # the best PSNR, but tinted
+  ]
+  assert calibration.choose(rows) is rows[2]
+  # None reaches the target colorfulness: the most colorful untinted one.
+  assert calibration.choose(rows, target_colorfulness=0.95) is rows[1]
+  # A stricter tint limit leaves only the first.
+  assert calibration.choose(rows, max_tint=1.5) is rows[0]
+  with pytest.raises(ValueError, match='tint <= 0.5'):
+    calibration.choose(rows, max_tint=0.5)
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('photos')
+  for name in ('astronaut', 'chelsea', 'coffee', 'rocket'):
+    Image.fromarray(getattr(skimage.data, name)()).save(folder / f'{name}.png')
+  return folder
+
+
+def _classification_workdir(path):
+  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS).tolist())
+  write_workdir(
+    path, image_size=32, loss='classification', head_stride=1, bin_log_weights=log_w,
+    temperature=0.38, prior_correction=0.0,
+  )  # fmt: skip
+  return path
+
+
+def test_sweep_scores_each_decoding_as_colorize_and_score_do(tmp_path, photos):
+  colorizer = inference.load(_classification_workdir(tmp_path / 'cls'))
+  images = evaluation.load_eval_images(photos, 32)
+  rows = calibration.sweep(colorizer, images, temperatures=(0.1, 1.0), corrections=(-0.5, 0.3))
+  assert [(r['temperature'], r['prior_correction']) for r in rows] == [
+    (0.1, -0.5), (0.1, 0.3), (1.0, -0.5), (1.0, 0.3)
+  ]  # fmt: skip
+  ids, L, ab = (list(x) for x in zip(*images))
+  L, ab = np.stack(L), np.stack(ab)
+  for r in rows:
+    decoded = inference.with_decoding(
+      colorizer, temperature=r['temperature'], prior_correction=r['prior_correction']
+    )
+    pred = np.asarray(inference.colorize(decoded, L[..., None]))
+    m, _ = evaluation.score(ids, L, ab, pred)
+    np.testing.assert_allclose(
+      [r['psnr'], r['auc'], r['colorfulness_ratio'], r['tint']],
+      [m['psnr'], m['auc'], m['colorfulness_ratio'], float(np.hypot(*m['ab_bias']))],
+      rtol=1e-4,
+    )
+  # The settings differ: a cold, corrected decoding is more colorful than a warm, damped one.
+  assert rows[1]['colorfulness_ratio'] > rows[2]['colorfulness_ratio']
+
+
+def test_sweep_refuses_regression_models(tmp_path, photos):
+  write_workdir(tmp_path / 'mse', image_size=32)
+  with pytest.raises(ValueError, match="'mse' model has no decoding"):
+    calibration.sweep(inference.load(tmp_path / 'mse'), evaluation.load_eval_images(photos, 32))
+
+
+def _calibrate(*args):
+  return subprocess.run(
+    [sys.executable, '-m', 'launch.calibrate', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+
+
+def test_launch_calibrate_writes_the_chosen_decoding(tmp_path, photos):
+  workdir = _classification_workdir(tmp_path / 'cls')
+  before = (workdir / 'model.json').read_text()
+  # --dry_run prints the sweep and writes nothing.
+  proc = _calibrate(f'--checkpoint={workdir}', f'--input={photos}', '--max_tint=1000', '--dry_run')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'chosen: temperature' in proc.stdout and '| chosen |' in proc.stdout
+  assert (workdir / 'model.json').read_text() == before
+  assert not (workdir / 'calibration.json').exists()
+
+  proc = _calibrate(f'--checkpoint={workdir}', f'--input={photos}', '--max_tint=1000')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((workdir / 'calibration.json').read_text())
+  assert len(record['sweep']) == len(calibration.TEMPERATURES) * len(calibration.CORRECTIONS)
+  assert record['num_images'] == 4 and record['image_size'] == 32
+  assert record['chosen'] == calibration.choose(record['sweep'], max_tint=1000)
+  config = inference.load(workdir).config  # what colorize now decodes with
+  assert config.temperature == record['chosen']['temperature']
+  assert config.prior_correction == record['chosen']['prior_correction']
+  assert (workdir / 'model.json.uncalibrated').read_text() == before
+
+  write_workdir(tmp_path / 'mse', image_size=32)
+  proc = _calibrate(f'--checkpoint={tmp_path / "mse"}', f'--input={photos}')
+  assert proc.returncode != 0 and 'has no decoding to calibrate' in proc.stderr
