@@ -4,7 +4,8 @@ Both knobs trade colorfulness for accuracy, and where a trained network sits on 
 with its training: vivid.flags' decoding (T 0.1, correction 0.08) suits 600 steps at 128 px, but
 after 3000 steps the same network decoded that way overshoots (docs/gpu/quality.md: colorfulness
 ratio 1.26, tint 8). `sweep` decodes the network's logits (computed once) with every pair and
-scores each; `choose` keeps the pairs whose tint (mean ab error) is at most max_tint and returns
+scores each, then refines the correction where a temperature's grid crosses the target
+colorfulness; `choose` keeps the pairs whose tint (mean ab error) is at most max_tint and returns
 the most accurate (PSNR) one at least target_colorfulness colorful, or, if none is, the most
 colorful one. python -m launch.calibrate writes the choice into a checkpoint's model.json.
 """
@@ -29,7 +30,15 @@ def tint_length(m):
   return float(np.hypot(*m['ab_bias']))
 
 
-def sweep(colorizer, images, temperatures=TEMPERATURES, corrections=CORRECTIONS, batch_size=32):
+def sweep(
+  colorizer,
+  images,
+  temperatures=TEMPERATURES,
+  corrections=CORRECTIONS,
+  batch_size=32,
+  target_colorfulness=None,
+  refine_steps=4,
+):
   """Scores of every (temperature, prior correction) decoding of a classification colorizer.
 
   Args:
@@ -37,10 +46,16 @@ def sweep(colorizer, images, temperatures=TEMPERATURES, corrections=CORRECTIONS,
     images: evaluation.load_eval_images' list of (id, L, ab).
     temperatures, corrections: the values to cross.
     batch_size: images per network call.
+    target_colorfulness: if given, each temperature whose grid crosses this colorfulness ratio
+      between two corrections gets refine_steps more rows, bisecting the corrections toward the
+      one that reaches it (colorfulness grows with the correction): the grid alone steps past
+      the target (e.g. 0.849 -> 0.949).
+    refine_steps: decodings added per crossing temperature.
 
   Returns:
-    One dict per pair, in order: temperature, prior_correction, psnr, auc, colorfulness_ratio,
-    tint (evaluation.score's means over the images).
+    One dict per decoding, the grid's in order, then the refined ones: temperature,
+    prior_correction, psnr, auc, colorfulness_ratio, tint (evaluation.score's means over the
+    images).
   """
   if colorizer.config.loss != 'classification':
     raise ValueError(f'a {colorizer.config.loss!r} model has no decoding to calibrate')
@@ -55,25 +70,39 @@ def sweep(colorizer, images, temperatures=TEMPERATURES, corrections=CORRECTIONS,
     for i in range(0, len(L), batch_size)
   ]
   decode = jax.jit(models.decode, static_argnums=0)
-  rows = []
+
+  def row(t, c):
+    config = dataclasses.replace(colorizer.config, temperature=float(t), prior_correction=float(c))
+    pred = np.concatenate([np.asarray(decode(config, x)) for x in logits])
+    m, _ = evaluation.score(ids, L, ab, pred)
+    return {
+      'temperature': float(t),
+      'prior_correction': float(c),
+      'psnr': m['psnr'],
+      'auc': m['auc'],
+      'colorfulness_ratio': m['colorfulness_ratio'],
+      'tint': tint_length(m),
+    }
+
+  rows = [row(t, c) for t in temperatures for c in corrections]
+  if target_colorfulness is None:
+    return rows
+  refined = []
   for t in temperatures:
-    for c in corrections:
-      config = dataclasses.replace(
-        colorizer.config, temperature=float(t), prior_correction=float(c)
-      )
-      pred = np.concatenate([np.asarray(decode(config, x)) for x in logits])
-      m, _ = evaluation.score(ids, L, ab, pred)
-      rows.append(
-        {
-          'temperature': float(t),
-          'prior_correction': float(c),
-          'psnr': m['psnr'],
-          'auc': m['auc'],
-          'colorfulness_ratio': m['colorfulness_ratio'],
-          'tint': tint_length(m),
-        }
-      )
-  return rows
+    line = sorted(
+      (r for r in rows if r['temperature'] == float(t)), key=lambda r: r['prior_correction']
+    )
+    bracket = next(
+      ((lo, hi) for lo, hi in zip(line, line[1:])
+       if lo['colorfulness_ratio'] < target_colorfulness <= hi['colorfulness_ratio']),
+      None,
+    )  # fmt: skip
+    for _ in range(refine_steps if bracket else 0):  # bisection of the correction
+      lo, hi = bracket
+      mid = row(t, (lo['prior_correction'] + hi['prior_correction']) / 2)
+      refined.append(mid)
+      bracket = (lo, mid) if mid['colorfulness_ratio'] >= target_colorfulness else (mid, hi)
+  return rows + refined
 
 
 def choose(rows, target_colorfulness=TARGET_COLORFULNESS, max_tint=MAX_TINT):
@@ -99,7 +128,7 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
   colorizer = inference.load(path)
   size = image_size or colorizer.config.image_size
   images = evaluation.load_eval_images(source, size, max_images=max_images, split=split)
-  rows = sweep(colorizer, images)
+  rows = sweep(colorizer, images, target_colorfulness=target_colorfulness)
   best = choose(rows, target_colorfulness, max_tint)
   print('| T | prior correction | PSNR dB | AuC % | CF ratio | tint | |')
   print('|---|---|---|---|---|---|---|')

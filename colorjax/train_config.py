@@ -37,6 +37,14 @@ class TrainConfig:
   rebalance_lambda: float = _field(
     0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"
   )
+  calibrate: bool = _field(
+    False,
+    "'classification' only: after training, pick temperature and prior_correction on the val "
+    'split as launch.calibrate does and write them into model.json (the right decoding moves '
+    'with training length)',
+  )
+  calibrate_images: int = _field(256, 'val images the calibration scores (0: all)')
+  calibrate_max_tint: float = _field(3.0, 'the calibration keeps decodings with a tint <= this')
   conv: str = _field(
     'auto',
     f'3x3 convolution gradients, one of {models.CONV_IMPLS} (same params and values; matmul: '

@@ -125,6 +125,21 @@ def _write_samples(writer, workdir, step, predict_fn, params, samples):
   return path
 
 
+def calibrate_decoding(workdir, data_dir, max_images, max_tint):
+  """calibration.calibrate on the val split of data_dir's records: the chosen row, or None (and
+  model.json unchanged) when no decoding keeps the tint <= max_tint."""
+  from colorjax import calibration  # pylint: disable=g-import-not-at-top
+
+  try:
+    _, best = calibration.calibrate(
+      workdir, data_dir, split='val', max_images=max_images or None, max_tint=max_tint
+    )
+  except ValueError as e:
+    print(f'calibration kept the training decoding: {e}')
+    return None
+  return best
+
+
 def train_and_evaluate(config: TrainConfig, workdir):
   """Trains (resuming from workdir's newest checkpoint), evaluates and logs; see module doc.
 
@@ -135,7 +150,8 @@ def train_and_evaluate(config: TrainConfig, workdir):
   Returns:
     A dict: 'state' (the final TrainState as host NumPy arrays), 'step', 'loss' (the last
     logged training loss, or None), 'val_loss' (the last one, or None), 'preempted' (True when
-    SIGTERM stopped the run) and 'samples' (path of the last sample grid, or None).
+    SIGTERM stopped the run), 'samples' (path of the last sample grid, or None) and, with
+    config.calibrate on a classification run that finished, 'calibration' (calibrate_decoding's).
   """
   pidx, pcount = parallel.initialize_distributed(
     config.coordinator_address, config.num_processes, config.process_id
@@ -255,6 +271,11 @@ def train_and_evaluate(config: TrainConfig, workdir):
     writer.close()
   final = _host(runner.get_state(placed))
   result.update(state=final, step=int(final.step), last_checkpoint=last_saved)
+  done = result['step'] == num_steps and not result['preempted']
+  if is_main and done and config.calibrate and config.loss == 'classification':
+    result['calibration'] = calibrate_decoding(
+      workdir, config.data_dir, config.calibrate_images, config.calibrate_max_tint
+    )
   if is_main and result['samples']:
     print(f'sample colorizations: {os.path.abspath(result["samples"])}')
   return result

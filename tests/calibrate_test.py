@@ -11,7 +11,7 @@ import skimage.data
 from inference_test import write_workdir
 from PIL import Image
 
-from colorjax import calibration, evaluation, inference, quantize
+from colorjax import calibration, evaluation, inference, quantize, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +52,8 @@ def photos(tmp_path_factory):
 
 
 def _classification_workdir(path):
-  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS).tolist())
+  # Weights that grow with chroma, as rebalancing gives: a larger correction, more colorful output.
+  log_w = tuple((np.hypot(*np.asarray(quantize.BIN_CENTERS).T) / 30).tolist())
   write_workdir(
     path, image_size=32, loss='classification', head_stride=1, bin_log_weights=log_w,
     temperature=0.38, prior_correction=0.0,
@@ -63,10 +64,23 @@ def _classification_workdir(path):
 def test_sweep_scores_each_decoding_as_colorize_and_score_do(tmp_path, photos):
   colorizer = inference.load(_classification_workdir(tmp_path / 'cls'))
   images = evaluation.load_eval_images(photos, 32)
-  rows = calibration.sweep(colorizer, images, temperatures=(0.1, 1.0), corrections=(-0.5, 0.3))
-  assert [(r['temperature'], r['prior_correction']) for r in rows] == [
+  grid = calibration.sweep(colorizer, images, temperatures=(0.1, 1.0), corrections=(-0.5, 0.3))
+  assert [(r['temperature'], r['prior_correction']) for r in grid] == [
     (0.1, -0.5), (0.1, 0.3), (1.0, -0.5), (1.0, 0.3)
   ]  # fmt: skip
+  # With a target colorfulness between T 0.1's two rows, two decodings between them are added.
+  target = (grid[0]['colorfulness_ratio'] + grid[1]['colorfulness_ratio']) / 2
+  assert grid[0]['colorfulness_ratio'] < target < grid[1]['colorfulness_ratio']
+  rows = calibration.sweep(colorizer, images, (0.1, 1.0), (-0.5, 0.3), target_colorfulness=target)
+  assert rows[:4] == grid
+  refined = [r for r in rows[4:] if r['temperature'] == 0.1]
+  assert len(refined) == 4 and all(-0.5 < r['prior_correction'] < 0.3 for r in refined)
+  # Bisection keeps the target bracketed: the closest corrections above and below it are the
+  # grid's step / 2**4 apart.
+  above = [r['prior_correction'] for r in refined if r['colorfulness_ratio'] >= target]
+  below = [r['prior_correction'] for r in refined if r['colorfulness_ratio'] < target]
+  assert min(above, default=0.3) - max(below, default=-0.5) == pytest.approx(0.8 / 16)
+
   ids, L, ab = (list(x) for x in zip(*images))
   L, ab = np.stack(L), np.stack(ab)
   for r in rows:
@@ -113,7 +127,11 @@ def test_launch_calibrate_writes_the_chosen_decoding(tmp_path, photos):
   proc = _calibrate(f'--checkpoint={workdir}', f'--input={photos}', '--max_tint=1000')
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((workdir / 'calibration.json').read_text())
-  assert len(record['sweep']) == len(calibration.TEMPERATURES) * len(calibration.CORRECTIONS)
+  grid = len(calibration.TEMPERATURES) * len(calibration.CORRECTIONS)
+  assert [(r['temperature'], r['prior_correction']) for r in record['sweep'][:grid]] == [
+    (t, c) for t in calibration.TEMPERATURES for c in calibration.CORRECTIONS
+  ]
+  assert len(record['sweep']) - grid in range(0, 4 * len(calibration.TEMPERATURES) + 1, 4)
   assert record['num_images'] == 4 and record['image_size'] == 32
   assert record['chosen'] == calibration.choose(record['sweep'], max_tint=1000)
   config = inference.load(workdir).config  # what colorize now decodes with
@@ -124,3 +142,21 @@ def test_launch_calibrate_writes_the_chosen_decoding(tmp_path, photos):
   write_workdir(tmp_path / 'mse', image_size=32)
   proc = _calibrate(f'--checkpoint={tmp_path / "mse"}', f'--input={photos}')
   assert proc.returncode != 0 and 'has no decoding to calibrate' in proc.stderr
+
+
+def test_trainer_calibration_writes_or_keeps_the_decoding(tmp_path, photos, capsys):
+  """launch.train --calibrate's step: the choice goes into model.json; when no decoding keeps the
+  tint small enough, model.json keeps the training decoding."""
+  workdir = _classification_workdir(tmp_path / 'cls')
+  before = (workdir / 'model.json').read_text()
+  assert trainer.calibrate_decoding(workdir, photos, 0, max_tint=-1.0) is None
+  assert 'calibration kept the training decoding' in capsys.readouterr().out
+  assert (workdir / 'model.json').read_text() == before
+  best = trainer.calibrate_decoding(workdir, photos, 2, max_tint=1e9)
+  record = json.loads((workdir / 'calibration.json').read_text())
+  assert record['chosen'] == best and record['num_images'] == 2
+  config = inference.load(workdir).config
+  assert (config.temperature, config.prior_correction) == (
+    best['temperature'],
+    best['prior_correction'],
+  )

@@ -236,3 +236,23 @@ def test_classification_run_saves_its_decoding_weights(env, tmp_path):
   assert ab.shape == (32, 32, 2) and np.all(np.abs(ab) <= 110)
   plain = colorizer.replace(config=dataclasses.replace(config, prior_correction=0.0))
   assert np.abs(ab - np.asarray(colorjax.colorize(plain, L))).max() > 0.01
+
+
+def test_classification_run_with_calibrate_picks_its_decoding_on_val(env, tmp_path):
+  """--calibrate: after the last step the decoding is chosen on the val records and saved."""
+  from colorjax import calibration  # pylint: disable=g-import-not-at-top
+
+  data, workdir = str(tmp_path / 'records'), tmp_path / 'run'
+  cmd = _cmd(str(workdir), data, '--sample_data=true', '--model=unet', '--loss=classification')
+  extra = ['--width=8', '--prior_correction=0.5', '--num_train_steps=2', '--calibrate=true']
+  _run(cmd + extra + ['--calibrate_images=1', '--calibrate_max_tint=1000'], env)
+  record = json.loads((workdir / 'calibration.json').read_text())
+  assert record['num_images'] == 1 and record['max_tint'] == 1000  # of 2 val records
+  assert record['chosen'] == calibration.choose(record['sweep'], max_tint=1000)
+  config = models.ModelConfig.from_json((workdir / 'model.json').read_text())
+  assert (config.temperature, config.prior_correction) == (
+    record['chosen']['temperature'],
+    record['chosen']['prior_correction'],
+  )
+  trained = models.ModelConfig.from_json((workdir / 'model.json.uncalibrated').read_text())
+  assert trained.prior_correction == 0.5 and trained.bin_log_weights == config.bin_log_weights
