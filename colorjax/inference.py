@@ -81,7 +81,7 @@ def with_decoding(colorizer, *, temperature=None, prior_correction=None):
 
   Decoding is a test-time choice: the network and params are unchanged. Raises ValueError for a
   model without a decoding to set (an 'mse' model) when either value is given, and ModelConfig's
-  ValueError for a temperature <= 0 or a negative correction.
+  ValueError for a temperature <= 0 or a correction below -1.
   """
   changes = {
     k: float(v)
