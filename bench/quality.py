@@ -5,7 +5,8 @@ python -m bench.quality --data_dir=../shared/data --workdir=W [--steps=N] [--ima
 Builds records from coco/train2017 + photos/ (train) and coco/val2017 (val) under W/records, trains
 W/seed (launch/configs/seed_coco.flags) and W/vivid (launch/configs/vivid.flags) for the same
 steps at the same size and batch, evaluates both with launch.evaluate on coco/val2017 (W/eval),
-sweeps vivid's decoding (temperature and prior correction) on the same val photos, and writes
+sweeps vivid's decoding (temperature, prior correction and chroma gain) on the same val photos,
+as launch.calibrate does, and writes
 docs/quality.md with the table, the targets and a figure (Original, Grayscale, seed, vivid).
 """
 
@@ -20,6 +21,7 @@ import time
 from absl import app, flags
 
 from bench import report
+from colorjax import calibration
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / 'docs' / 'quality.md'
@@ -32,13 +34,16 @@ _STEPS = flags.DEFINE_integer('steps', 600, 'training steps of each model')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 128, 'training and evaluation size')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'training batch of both models')
 _TEMPERATURES = flags.DEFINE_list(
-  'temperatures', ['0.05', '0.1', '0.2', '0.38'], "vivid's decoding temperatures to sweep on val"
+  'temperatures',
+  [f'{t:g}' for t in calibration.TEMPERATURES],
+  "vivid's decoding temperatures to sweep on val",
 )
 _CORRECTIONS = flags.DEFINE_list(
   'prior_corrections',
-  ['-0.3', '-0.15', '0', '0.05', '0.08', '0.1', '0.15', '0.2'],
+  [f'{c:g}' for c in calibration.CORRECTIONS],
   "vivid's decoding prior corrections to sweep on val (with each temperature); negative ones "
-  'temper a long-trained model that overshoots (docs/gpu/quality.md: 3000 steps)',
+  'temper a long-trained model that overshoots (docs/gpu/quality.md: 3000 steps). Each pair '
+  'below the target colorfulness also gets the chroma gain that reaches it',
 )
 # The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
 MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
@@ -122,41 +127,46 @@ def train(name, records, workdir, steps, image_size, batch_size):
   return time.time() - start
 
 
-def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections):
-  """Vivid's metrics on val for each decoding (temperature, prior correction): the network runs
-  once, then each setting decodes its logits. Rows: (T, correction, PSNR, AuC, CF ratio, tint)."""
-  from colorjax import calibration, evaluation, inference  # pylint: disable=g-import-not-at-top
+def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections, decoding):
+  """Vivid's metrics on val for each decoding, as launch.calibrate sweeps them (calibration.sweep
+  with the issue's colorfulness and tint targets): the network runs once, then each setting
+  decodes its logits; `decoding` (vivid.flags') is scored last. Returns calibration.sweep's row
+  dicts."""
+  from colorjax import evaluation, inference  # pylint: disable=g-import-not-at-top
 
   images = evaluation.load_eval_images(str(val_dir), image_size)
-  rows = calibration.sweep(
+  return calibration.sweep(
     inference.load(str(vivid_dir)),
     images,
     [float(t) for t in temperatures],
     [float(c) for c in corrections],
+    target_colorfulness=MIN_CF_RATIO,
+    max_tint=MAX_TINT,
+    extra=[decoding],
   )
-  keys = ('temperature', 'prior_correction', 'psnr', 'auc', 'colorfulness_ratio', 'tint')
-  return [tuple(r[k] for k in keys) for r in rows]
+
+
+DECODING_FLAGS = ('temperature', 'prior_correction', 'chroma_gain')
 
 
 def flagfile_decoding(path=VIVID_FLAGS):
-  """(temperature, prior_correction) as vivid.flags sets them (the last occurrence of each).
+  """(temperature, prior_correction, chroma_gain) as vivid.flags sets them (the last occurrence
+  of each).
 
   The evaluation decodes vivid with the checked-in setting rather than the one its model.json
   recorded at training time: a decoding picked from the sweep then needs no retraining."""
   values = {}
   for line in pathlib.Path(path).read_text().splitlines():
     name, sep, value = line.strip().partition('=')
-    if sep and name in ('--temperature', '--prior_correction'):
+    if sep and name[2:] in DECODING_FLAGS and name.startswith('--'):
       values[name[2:]] = float(value)
-  if len(values) != 2:
-    raise ValueError(f'{path} must set --temperature and --prior_correction, got {values}')
-  return values['temperature'], values['prior_correction']
+  if len(values) != len(DECODING_FLAGS):
+    raise ValueError(f'{path} must set --{", --".join(DECODING_FLAGS)}, got {values}')
+  return tuple(values[k] for k in DECODING_FLAGS)
 
 
 def tint_length(m):
   """Length of an evaluation's mean ab bias (the tint)."""
-  from colorjax import calibration  # pylint: disable=g-import-not-at-top
-
   return calibration.tint_length(m)
 
 
@@ -191,7 +201,7 @@ def main(argv):
     seconds[name] = add_train_seconds(
       workdir / name, train(name, records, workdir, steps, size, batch)
     )
-  temperature, correction = flagfile_decoding()
+  decoding = flagfile_decoding()
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
     shutil.rmtree(eval_dir)
@@ -205,8 +215,7 @@ def main(argv):
       f'--input={data_dir / "coco" / "val2017"}',
       f'--output_dir={eval_dir}',
       f'--image_size={size}',
-      f'--temperature={temperature}',
-      f'--prior_correction={correction}',
+      *(f'--{k}={v}' for k, v in zip(DECODING_FLAGS, decoding)),
     ],
     check=True,
     cwd=ROOT,
@@ -237,16 +246,21 @@ def main(argv):
     size,
     _TEMPERATURES.value,
     _CORRECTIONS.value,
+    decoding,
   )
-  ok = [meets_targets(r[2], r[3], r[5], seed) for r in sweep]
-  best = max((r for r, good in zip(sweep, ok) if good), key=lambda r: r[4], default=None)
+  ok = [meets_targets(r['psnr'], r['auc'], r['tint'], seed) for r in sweep]
+  try:
+    chosen = calibration.choose(sweep, MIN_CF_RATIO, MAX_TINT)
+  except ValueError:
+    chosen = None
   sweep_rows = [
     (
-      f'{r[0]:g}', f'{r[1]:g}', f'{r[2]:.2f}', f'{r[3]:.1f}', f'{r[4]:.3f}', f'{r[5]:.2f}',
+      f"{r['temperature']:g}", f"{r['prior_correction']:g}", f"{r['chroma_gain']:.3g}",
+      f"{r['psnr']:.2f}", f"{r['auc']:.1f}", f"{r['colorfulness_ratio']:.3f}", f"{r['tint']:.2f}",
       'yes' if good else 'no',
       ' '.join(
-        (['vivid.flags'] if (r[0], r[1]) == (temperature, correction)
-         else []) + (['best'] if r is best else [])
+        (['vivid.flags'] if all(abs(r[k] - v) < 5e-3 for k, v in zip(DECODING_FLAGS, decoding))
+         else []) + (['calibrate'] if r is chosen else [])
       ),
     )
     for r, good in zip(sweep, ok)
@@ -303,16 +317,20 @@ coco/val2017 photos at {size}x{size}. Training time: {
 ## Vivid's decoding on val
 
 The network is unchanged; decoding adds prior_correction * log(rebalancing weight) to each bin's
-logit (post-hoc logit adjustment: > 0 toward rarer colors, < 0 toward common ones), then takes
-the annealed mean at T. 'other
-targets' = tint <= 3, PSNR and AuC within 1 dB and 2 points of seed; 'best' = the most colorful
-such setting on these val photos; vivid.flags marks the setting used in the tables above.
+logit (post-hoc logit adjustment: > 0 toward rarer colors, < 0 toward common ones), takes the
+annealed mean at T, then stretches each image's ab around its mean ab by the chroma gain (the
+image's mean color, hence the tint, stays). Rows with a gain other than 1 are the gain that brings
+a (T, correction) pair to the target colorfulness. 'other targets' = tint <= 3, PSNR and AuC
+within 1 dB and 2 points of seed; 'calibrate' = the row `launch.calibrate` (and `launch.train
+--calibrate`) would choose: the best PSNR with colorfulness ratio >= 0.85 and tint <= 3;
+vivid.flags marks the setting used in the tables above.
 
 {
     report.table(
       [
         'T',
         'prior correction',
+        'chroma gain',
         'PSNR dB',
         'AuC %',
         'CF ratio',

@@ -147,6 +147,7 @@ def colorize_files(
   precision='auto',
   temperature=None,
   prior_correction=None,
+  chroma_gain=None,
 ):
   """Colorizes every image of `inputs` into output_dir, keeping names (new extension) and sizes.
 
@@ -164,7 +165,7 @@ def colorize_files(
     precision: 'fp32', 'bf16', 'int8' (ONNX backends only; calibrated on the network inputs of
       the first batch) or 'auto' (int8 for OpenVINO, fp32 otherwise).
     temperature: for classification models (fixed in the ONNX export for the CPU runtimes).
-    prior_correction: for classification models: replaces the model config's (see
+    prior_correction, chroma_gain: for classification models: replace the model config's (see
       models.ModelConfig); None keeps it.
 
   Returns:
@@ -193,7 +194,9 @@ def colorize_files(
   if not todo:
     return result
   colorizer = inference.load(checkpoint)
-  colorizer = inference.with_decoding(colorizer, prior_correction=prior_correction)
+  colorizer = inference.with_decoding(
+    colorizer, prior_correction=prior_correction, chroma_gain=chroma_gain
+  )
   (output_dir / COMPARE_DIR if compare else output_dir).mkdir(parents=True, exist_ok=True)
   predict = None
   with tempfile.TemporaryDirectory() as tmp, tqdm.tqdm(total=len(todo), unit='image') as bar:

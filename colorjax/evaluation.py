@@ -139,6 +139,7 @@ def evaluate(
   split='val',
   temperature=None,
   prior_correction=None,
+  chroma_gain=None,
 ):
   """Scores each checkpoint and the all-gray baseline; writes metrics.json, report.md, figures.
 
@@ -149,8 +150,8 @@ def evaluate(
     image_size: photos are center-cropped and resized to this (records keep their size).
     max_images: evaluate the first N images only.
     split: the records split.
-    temperature, prior_correction: the decoding of classification checkpoints (None: each
-      one's model config); 'mse' checkpoints have none and ignore them.
+    temperature, prior_correction, chroma_gain: the decoding of classification checkpoints
+      (None: each one's model config); 'mse' checkpoints have none and ignore them.
 
   Returns:
     The metrics.json dict: {checkpoint or 'gray': means + 'per_image'}.
@@ -166,7 +167,11 @@ def evaluate(
   L = np.stack([L for _, L, _ in images])
   ab_gt = np.stack([ab for _, _, ab in images])
   results, preds = {}, []
-  decoding = {'temperature': temperature, 'prior_correction': prior_correction}
+  decoding = {
+    'temperature': temperature,
+    'prior_correction': prior_correction,
+    'chroma_gain': chroma_gain,
+  }
   for checkpoint in tqdm.tqdm(checkpoints, unit='checkpoint'):
     colorizer = inference.load(checkpoint)
     if colorizer.config.loss == 'classification':

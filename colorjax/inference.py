@@ -76,18 +76,19 @@ def _float32(tree):
   )
 
 
-def with_decoding(colorizer, *, temperature=None, prior_correction=None):
+def with_decoding(colorizer, *, temperature=None, prior_correction=None, chroma_gain=None):
   """The colorizer with its classification decoding replaced (None keeps the config's value).
 
   Decoding is a test-time choice: the network and params are unchanged. Raises ValueError for a
-  model without a decoding to set (an 'mse' model) when either value is given, and ModelConfig's
-  ValueError for a temperature <= 0 or a correction below -1.
+  model without a decoding to set (an 'mse' model) when any value is given, and ModelConfig's
+  ValueError for a temperature <= 0, a correction below -1 or a chroma gain <= 0.
   """
-  changes = {
-    k: float(v)
-    for k, v in (('temperature', temperature), ('prior_correction', prior_correction))
-    if v is not None
-  }
+  given = (
+    ('temperature', temperature),
+    ('prior_correction', prior_correction),
+    ('chroma_gain', chroma_gain),
+  )
+  changes = {k: float(v) for k, v in given if v is not None}
   if not changes:
     return colorizer
   if colorizer.config.loss != 'classification':

@@ -52,13 +52,15 @@ def upsample2_bilinear(x_BxhxwxC):
 
 def ab_from_output(config, output, temperature=None):
   """models.decode, with a classification head's x2 bilinear upsampling done by
-  upsample2_bilinear (jax.image.resize cannot be exported with a symbolic batch)."""
+  upsample2_bilinear (jax.image.resize cannot be exported with a symbolic batch) before the
+  chroma stretch, as decode does."""
   if config.loss != 'classification' or config.head_stride == 1:
     return models.decode(config, output, temperature)
   if config.head_stride != 2:
     raise ValueError(f'cannot export head_stride {config.head_stride}; only 1 and 2')
-  ab_Bxhxwx2 = models.decode(dataclasses.replace(config, head_stride=1), output, temperature)
-  return upsample2_bilinear(ab_Bxhxwx2)
+  at_head = dataclasses.replace(config, head_stride=1, chroma_gain=1.0)
+  ab_BxHxWx2 = upsample2_bilinear(models.decode(at_head, output, temperature))
+  return models.stretch_chroma(ab_BxHxWx2, config.chroma_gain)
 
 
 def export_onnx(model_config, params, path, image_size=256, temperature=None):

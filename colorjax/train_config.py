@@ -34,14 +34,19 @@ class TrainConfig:
     'logit (post-hoc logit adjustment: > 0 toward rarer, more saturated colors, < 0 toward '
     'common ones, -1 undoes the rebalancing); 0: off',
   )
+  chroma_gain: float = _field(
+    1.0,
+    "'classification' only: decoding last stretches each image's ab around its mean ab by this "
+    'factor (more colorful at the same tint); 1: off',
+  )
   rebalance_lambda: float = _field(
     0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"
   )
   calibrate: bool = _field(
     False,
-    "'classification' only: after training, pick temperature and prior_correction on the val "
-    'split as launch.calibrate does and write them into model.json (the right decoding moves '
-    'with training length)',
+    "'classification' only: after training, pick temperature, prior_correction and chroma_gain "
+    'on the val split as launch.calibrate does and write them into model.json (the right '
+    'decoding moves with training length)',
   )
   calibrate_images: int = _field(256, 'val images the calibration scores (0: all)')
   calibrate_max_tint: float = _field(3.0, 'the calibration keeps decodings with a tint <= this')
@@ -139,6 +144,7 @@ class TrainConfig:
       head_stride=self.head_stride,
       temperature=self.temperature,
       prior_correction=self.prior_correction,
+      chroma_gain=self.chroma_gain,
       conv=self.conv,
     )
 

@@ -46,6 +46,12 @@ _PRIOR_CORRECTION = flags.DEFINE_float(
   'classification models: strength of the shift toward rarer, more saturated colors (0: off; '
   '< 0 toward common, duller ones, down to -1; default: the model config)',
 )
+_CHROMA_GAIN = flags.DEFINE_float(
+  'chroma_gain',
+  None,
+  "classification models: stretch of each photo's colors around its mean color (1: off; "
+  '> 1 more colorful; default: the model config)',
+)
 
 
 def parse_flags(argv):
@@ -78,6 +84,7 @@ def main(argv):
       precision=_PRECISION.value,
       temperature=_TEMPERATURE.value,
       prior_correction=_PRIOR_CORRECTION.value,
+      chroma_gain=_CHROMA_GAIN.value,
     )
   except (ValueError, FileNotFoundError) as e:
     logging.error('%s', e)

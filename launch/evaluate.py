@@ -2,6 +2,7 @@
 
   python -m launch.evaluate --checkpoint=A [--checkpoint=B ...] --input=DIR --output_dir=OUT
       [--image_size=256] [--max_images=N] [--split=val] [--temperature=T] [--prior_correction=C]
+      [--chroma_gain=G]
 
 Writes OUT/metrics.json (per checkpoint as given, plus the all-gray baseline under 'gray'),
 OUT/report.md (a Table-2-style summary) and OUT/figures/figure_NNN.png. Metric definitions:
@@ -29,6 +30,11 @@ _PRIOR_CORRECTION = flags.DEFINE_float(
   None,
   "prior correction of classification checkpoints (default: each one's model config)",
 )
+_CHROMA_GAIN = flags.DEFINE_float(
+  'chroma_gain',
+  None,
+  "chroma stretch of classification checkpoints (default: each one's model config)",
+)
 
 
 def main(argv):
@@ -44,6 +50,7 @@ def main(argv):
     split=_SPLIT.value,
     temperature=_TEMPERATURE.value,
     prior_correction=_PRIOR_CORRECTION.value,
+    chroma_gain=_CHROMA_GAIN.value,
   )
   print(evaluation.report_table(results))
 

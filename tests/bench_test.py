@@ -29,7 +29,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   vivid_flags = (ROOT / 'launch' / 'configs' / 'vivid.flags').read_text()
   t = float(re.findall(r'^--temperature=(.+)$', vivid_flags, re.M)[-1])
   c = float(re.findall(r'^--prior_correction=(.+)$', vivid_flags, re.M)[-1])
-  assert t != 0.38 and c != 0
+  g = float(re.findall(r'^--chroma_gain=(.+)$', vivid_flags, re.M)[-1])
+  assert t != 0.38 and c != 0 and g != 1
   cmd = [
     sys.executable,
     '-m',
@@ -55,12 +56,16 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   # The four targets, each judged, and the 2 x 2 decoding sweep.
   targets = re.findall(r'^\| vivid .* \| (yes|no) \|$', text, re.M)
   assert len(targets) == 4, text
-  sweep = re.findall(r'^\| ([0-9.]+) \| ([0-9.]+) \| .*\|$', text, re.M)
-  t, c = f'{t:g}', f'{c:g}'
-  assert sorted(sweep) == sorted([(t, '0'), (t, c), ('0.38', '0'), ('0.38', c)]), text
+  sweep = re.findall(r'^\| ([0-9.]+) \| (-?[0-9.]+) \| ([0-9.]+) \| .*\|$', text, re.M)
+  t, c, g = f'{t:g}', f'{c:g}', f'{g:.3g}'
+  grid = [(t_, c_) for t_, c_, g_ in sweep if g_ == '1']
+  assert sorted(grid) == sorted([(t, '0'), (t, c), ('0.38', '0'), ('0.38', c)]), text
+  # Grid pairs below the target colorfulness get gain rows; vivid.flags' decoding comes last.
+  assert {(t_, c_) for t_, c_, g_ in sweep[4:-1]} <= set(grid)
+  assert sweep[-1] == (t, c, g), text
   # The tables decode vivid as vivid.flags does, and the sweep marks that row.
-  assert f'decoded with temperature {t}, prior_correction {c}.' in text
-  assert re.search(rf'^\| {t} \| {c} \| .* vivid\.flags.* \|$', text, re.M), text
+  assert f'decoded with temperature {t}, prior_correction {c}, chroma_gain {float(g):g}.' in text
+  assert re.search(rf'^\| {t} \| {c} \| {g} \| .* vivid\.flags.* \|$', text, re.M), text
   figure = doc.parent / 'quality_figure.png'
   assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid
 

@@ -16,10 +16,11 @@ from colorjax import calibration, evaluation, inference, quantize, trainer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _row(t, c, psnr, cf, tint):
+def _row(t, c, psnr, cf, tint, gain=1.0):
   return {
     'temperature': t,
     'prior_correction': c,
+    'chroma_gain': gain,
     'psnr': psnr,
     'auc': 80.0,
     'colorfulness_ratio': cf,
@@ -41,6 +42,41 @@ def test_choose_prefers_accuracy_among_colorful_untinted_decodings():
   assert calibration.choose(rows, max_tint=1.5) is rows[0]
   with pytest.raises(ValueError, match='tint <= 0.5'):
     calibration.choose(rows, max_tint=0.5)
+
+
+@pytest.mark.parametrize(
+  'colorfulness',
+  [
+    lambda g: 0.3 * g,  # proportional: the first guess lands
+    lambda g: 0.2 + 0.25 * g,  # linear with an offset: a secant step
+    lambda g: 0.5 * np.sqrt(g),  # concave: secant steps from below
+    lambda g: 0.95 * np.tanh(g / 1.5),  # saturating
+  ],
+)
+def test_gain_search_reaches_the_target_from_above(colorfulness):
+  def row(t, c, g):
+    return _row(t, c, 20.0, float(colorfulness(g)), 1.0, gain=g)
+
+  base = row(0.2, 0.0, 1.0)
+  found = calibration._gain_rows(base, row, 0.85)
+  assert 1 <= len(found) <= calibration.GAIN_STEPS
+  assert all((r['temperature'], r['prior_correction']) == (0.2, 0.0) for r in found)
+  cf = found[-1]['colorfulness_ratio']
+  assert 0.85 <= cf <= 0.85 + calibration.GAIN_TOLERANCE, [r['chroma_gain'] for r in found]
+
+
+def test_gain_search_stops_at_the_cap_or_when_colorfulness_stops_growing():
+  def capped(t, c, g):
+    return _row(t, c, 20.0, 0.1 * g, 1.0, gain=g)  # 0.85 needs gain 8.5 > MAX_GAIN
+
+  found = calibration._gain_rows(capped(0.2, 0.0, 1.0), capped, 0.85)
+  assert found[-1]['chroma_gain'] == calibration.MAX_GAIN
+  assert all(1 < r['chroma_gain'] <= calibration.MAX_GAIN for r in found)
+
+  def flat(t, c, g):
+    return _row(t, c, 20.0, 0.4, 1.0, gain=g)  # a constant image: the stretch changes nothing
+
+  assert len(calibration._gain_rows(flat(0.2, 0.0, 1.0), flat, 0.85)) == 1
 
 
 @pytest.fixture(scope='module')
@@ -72,8 +108,8 @@ def test_sweep_scores_each_decoding_as_colorize_and_score_do(tmp_path, photos):
   target = (grid[0]['colorfulness_ratio'] + grid[1]['colorfulness_ratio']) / 2
   assert grid[0]['colorfulness_ratio'] < target < grid[1]['colorfulness_ratio']
   rows = calibration.sweep(colorizer, images, (0.1, 1.0), (-0.5, 0.3), target_colorfulness=target)
-  assert rows[:4] == grid
-  refined = [r for r in rows[4:] if r['temperature'] == 0.1]
+  assert rows[:4] == grid and all(r['chroma_gain'] == 1 for r in grid)
+  refined = [r for r in rows[4:] if r['temperature'] == 0.1 and r['chroma_gain'] == 1]
   assert len(refined) == 4 and all(-0.5 < r['prior_correction'] < 0.3 for r in refined)
   # Bisection keeps the target bracketed: the closest corrections above and below it are the
   # grid's step / 2**4 apart.
@@ -81,11 +117,28 @@ def test_sweep_scores_each_decoding_as_colorize_and_score_do(tmp_path, photos):
   below = [r['prior_correction'] for r in refined if r['colorfulness_ratio'] < target]
   assert min(above, default=0.3) - max(below, default=-0.5) == pytest.approx(0.8 / 16)
 
+  # Each grid pair below the target gets chroma gain rows (at most GAIN_STEPS, gains above 1).
+  gained = [r for r in rows[4:] if r['chroma_gain'] != 1]
+  below = {
+    (r['temperature'], r['prior_correction']) for r in grid if r['colorfulness_ratio'] < target
+  }
+  assert {(r['temperature'], r['prior_correction']) for r in gained} == below
+  assert all(1 < r['chroma_gain'] <= calibration.MAX_GAIN for r in gained)
+  assert len(gained) <= calibration.GAIN_STEPS * len(below)
+  # max_tint leaves out the pairs more tinted than that: the gain does not change the tint.
+  low_tint = calibration.sweep(
+    colorizer, images, (0.1, 1.0), (-0.5, 0.3), target_colorfulness=target, max_tint=10
+  )
+  assert {r['temperature'] for r in low_tint if r['chroma_gain'] != 1} == {1.0}
+
   ids, L, ab = (list(x) for x in zip(*images))
   L, ab = np.stack(L), np.stack(ab)
   for r in rows:
     decoded = inference.with_decoding(
-      colorizer, temperature=r['temperature'], prior_correction=r['prior_correction']
+      colorizer,
+      temperature=r['temperature'],
+      prior_correction=r['prior_correction'],
+      chroma_gain=r['chroma_gain'],
     )
     pred = np.asarray(inference.colorize(decoded, L[..., None]))
     m, _ = evaluation.score(ids, L, ab, pred)
@@ -131,12 +184,14 @@ def test_launch_calibrate_writes_the_chosen_decoding(tmp_path, photos):
   assert [(r['temperature'], r['prior_correction']) for r in record['sweep'][:grid]] == [
     (t, c) for t in calibration.TEMPERATURES for c in calibration.CORRECTIONS
   ]
-  assert len(record['sweep']) - grid in range(0, 4 * len(calibration.TEMPERATURES) + 1, 4)
+  bisected = [r for r in record['sweep'][grid:] if r['chroma_gain'] == 1]
+  assert len(bisected) in range(0, 4 * len(calibration.TEMPERATURES) + 1, 4)
   assert record['num_images'] == 4 and record['image_size'] == 32
   assert record['chosen'] == calibration.choose(record['sweep'], max_tint=1000)
   config = inference.load(workdir).config  # what colorize now decodes with
   assert config.temperature == record['chosen']['temperature']
   assert config.prior_correction == record['chosen']['prior_correction']
+  assert config.chroma_gain == record['chosen']['chroma_gain']
   assert (workdir / 'model.json.uncalibrated').read_text() == before
 
   write_workdir(tmp_path / 'mse', image_size=32)

@@ -141,13 +141,21 @@ def test_evaluate_decodes_classification_checkpoints_as_asked(tmp_path):
   checkpoints = [str(tmp_path / 'mse'), str(tmp_path / 'cls')]
   plain = evaluation.evaluate(checkpoints, tmp_path / 'records', tmp_path / 'plain')
   asked = evaluation.evaluate(
-    checkpoints, tmp_path / 'records', tmp_path / 'asked', temperature=0.7, prior_correction=0.5
+    checkpoints,
+    tmp_path / 'records',
+    tmp_path / 'asked',
+    temperature=0.7,
+    prior_correction=0.5,
+    chroma_gain=1.5,
   )
   # The regression model has no decoding: unchanged. The classification model is decoded as
-  # colorize decodes it with that temperature after adding 0.5 * log w to its logits.
+  # colorize decodes it with that temperature after adding 0.5 * log w to its logits, stretched
+  # by 1.5.
   assert asked[checkpoints[0]]['per_image'] == plain[checkpoints[0]]['per_image']
   colorizer = inference.load(tmp_path / 'cls')
-  corrected = colorizer.replace(config=dataclasses.replace(colorizer.config, prior_correction=0.5))
+  corrected = colorizer.replace(
+    config=dataclasses.replace(colorizer.config, prior_correction=0.5, chroma_gain=1.5)
+  )
   ids, L, ab_gt = zip(*evaluation.load_eval_images(tmp_path / 'records'))
   L = np.stack(L)
   ab = np.asarray(inference.colorize(corrected, L[..., None], temperature=0.7))
@@ -155,6 +163,6 @@ def test_evaluate_decodes_classification_checkpoints_as_asked(tmp_path):
   np.testing.assert_allclose(asked[checkpoints[1]]['psnr'], expected['psnr'], rtol=1e-4)
   assert asked[checkpoints[1]]['psnr'] != plain[checkpoints[1]]['psnr']
   report = (tmp_path / 'asked' / 'report.md').read_text()
-  assert 'decoded with temperature 0.7, prior_correction 0.5.' in report
+  assert 'decoded with temperature 0.7, prior_correction 0.5, chroma_gain 1.5.' in report
   with pytest.raises(ValueError, match='temperature must be positive'):
     evaluation.evaluate(checkpoints, tmp_path / 'records', tmp_path / 'bad', temperature=0.0)

@@ -239,10 +239,16 @@ def test_with_decoding_replaces_a_classification_decoding_only(tmp_path, coloriz
     inference.with_decoding(colorizer, temperature=0.5)
   with pytest.raises(ValueError, match="'mse' model takes no prior_correction"):
     inference.with_decoding(colorizer, prior_correction=0.5)
+  with pytest.raises(ValueError, match="'mse' model takes no chroma_gain"):
+    inference.with_decoding(colorizer, chroma_gain=1.5)
   config, _ = write_workdir(tmp_path / 'cls', image_size=32, loss='classification')
   cls = inference.load(tmp_path / 'cls')
   new = inference.with_decoding(cls, temperature=0.2)
   assert (new.config.temperature, new.config.prior_correction) == (0.2, config.prior_correction)
   assert new.params is cls.params and cls.config.temperature == config.temperature
+  gained = inference.with_decoding(new, chroma_gain=2)
+  assert (gained.config.temperature, gained.config.chroma_gain) == (0.2, 2.0)
+  with pytest.raises(ValueError, match='chroma_gain must be positive'):
+    inference.with_decoding(cls, chroma_gain=0)
   with pytest.raises(ValueError, match='temperature must be positive'):
     inference.with_decoding(cls, temperature=-1)

@@ -12,7 +12,7 @@ from inference_test import write_workdir
 from PIL import Image
 
 import colorjax
-from colorjax import colorize_files, onnx_export, quantize
+from colorjax import colorize_files, inference, onnx_export, quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,27 +137,38 @@ def test_auto_falls_back_to_jax_when_export_fails(tmp_path, monkeypatch, caplog)
     )
 
 
-def test_prior_correction_overrides_the_model_config(tmp_path):
+def test_decoding_knobs_override_the_model_config(tmp_path):
   log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS))
   write_workdir(
     tmp_path / 'cls', image_size=32, loss='classification', head_stride=1, bin_log_weights=log_w
   )
   Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'coffee.png')
   outputs = {}
-  for beta in (None, 2.0):
-    out = tmp_path / f'out_{beta}'
+  for beta, gain in ((None, None), (2.0, None), (None, 3.0)):
+    out = tmp_path / f'out_{beta}_{gain}'
     result = colorize_files.colorize_files(
-      tmp_path / 'cls', tmp_path / 'coffee.png', out, backend='jax', prior_correction=beta
+      tmp_path / 'cls',
+      tmp_path / 'coffee.png',
+      out,
+      backend='jax',
+      prior_correction=beta,
+      chroma_gain=gain,
     )
     assert len(result['written']) == 1
-    outputs[beta] = np.asarray(Image.open(out / 'coffee.png'), np.int16)
-  assert np.abs(outputs[None] - outputs[2.0]).max() > 2
-  # A regression model has no bins to correct: exit 2 with the reason.
+    outputs[beta, gain] = np.asarray(Image.open(out / 'coffee.png'), np.int16)
+  assert np.abs(outputs[None, None] - outputs[2.0, None]).max() > 2
+  # The gain reaches the model: the photo is colorized as by a colorizer decoding with it.
+  gained = inference.with_decoding(colorjax.load(tmp_path / 'cls'), chroma_gain=3.0)
+  expected = colorjax.colorize_image(gained, tmp_path / 'coffee.png')
+  np.testing.assert_array_equal(outputs[None, 3.0], expected)
+  assert np.any(outputs[None, 3.0] != outputs[None, None])
+  # A regression model has no decoding to set: exit 2 with the reason.
   write_workdir(tmp_path / 'mse', image_size=32)
-  proc = _run(
-    f'--checkpoint={tmp_path / "mse"}',
-    f'--input={tmp_path / "coffee.png"}',
-    f'--output_dir={tmp_path / "out_mse"}',
-    '--prior_correction=0.2',
-  )
-  assert proc.returncode == 2 and 'takes no prior_correction' in proc.stderr
+  for flag in ('prior_correction=0.2', 'chroma_gain=1.5'):
+    proc = _run(
+      f'--checkpoint={tmp_path / "mse"}',
+      f'--input={tmp_path / "coffee.png"}',
+      f'--output_dir={tmp_path / "out_mse"}',
+      f'--{flag}',
+    )
+    assert proc.returncode == 2 and f'takes no {flag.split("=")[0]}' in proc.stderr

@@ -184,6 +184,35 @@ def test_decode_prior_correction_is_logit_adjustment():
       dataclasses.replace(plain, prior_correction=bad)
 
 
+def test_decode_chroma_gain_stretches_each_image_around_its_mean():
+  rng = np.random.default_rng(4)
+  logits = rng.normal(0, 1, (3, 4, 6, Q)).astype(np.float32)
+  plain = models.ModelConfig(loss='classification', head_stride=2, temperature=0.3)
+  base = np.asarray(models.decode(plain, logits), np.float64)
+  stretched = np.asarray(models.decode(dataclasses.replace(plain, chroma_gain=1.3), logits))
+  # NumPy reference, per image: mean + 1.3 * (ab - mean), after the upsampling.
+  mean = base.reshape(3, -1, 2).mean(axis=1)[:, None, None, :]
+  ref = np.clip(mean + 1.3 * (base - mean), -constants.AB_MAX, constants.AB_MAX)
+  np.testing.assert_allclose(stretched, ref, atol=1e-3)
+  # Each image keeps its mean (nothing clips here), so the tint does not change.
+  assert np.abs(ref).max() < constants.AB_MAX
+  np.testing.assert_allclose(stretched.mean(axis=(1, 2)), mean[:, 0, 0], atol=1e-3)
+  # The images are independent: stretching a batch is stretching each image.
+  one = models.decode(dataclasses.replace(plain, chroma_gain=1.3), logits[1:2])
+  np.testing.assert_allclose(one[0], stretched[1], atol=1e-4)
+  # Far outside the gamut it clips; a gain below 1 desaturates toward the mean.
+  wild = np.asarray(models.stretch_chroma(base, 50.0))
+  assert np.abs(wild).max() == constants.AB_MAX
+  damped = np.asarray(models.stretch_chroma(base, 0.5))
+  assert np.abs(damped - mean).max() < np.abs(base - mean).max()
+  assert models.stretch_chroma(base, 1.0) is base
+  for bad in (0.0, -1.0, float('inf'), float('nan')):
+    with pytest.raises(ValueError, match='chroma_gain must be positive'):
+      dataclasses.replace(plain, chroma_gain=bad)
+  with pytest.raises(ValueError, match="chroma_gain is a 'classification' decoding"):
+    models.ModelConfig(chroma_gain=1.5)
+
+
 def test_config_json_round_trip_and_validation():
   config = models.ModelConfig(
     name='unet', loss='classification', temperature=0.3, head_stride=1, width=24

@@ -34,9 +34,11 @@ def photos_L():
 def exported(request, tmp_path_factory, photos_L):
   """A seed model with random params, its JAX ab on the photos, and its ONNX file."""
   config = models.ModelConfig(loss=request.param, image_size=SIZE)
-  if request.param == 'classification':  # decoding with a prior correction, as vivid.flags does
+  if request.param == 'classification':  # a prior correction and a chroma gain, as vivid.flags
     log_w = np.random.default_rng(1).normal(0, 1, quantize.NUM_BINS)
-    config = dataclasses.replace(config, prior_correction=0.2, bin_log_weights=tuple(log_w))
+    config = dataclasses.replace(
+      config, prior_correction=0.2, bin_log_weights=tuple(log_w), chroma_gain=1.5
+    )
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))['params']
   ab = np.asarray(models.decode(config, model.apply({'params': params}, photos_L)))

@@ -244,15 +244,18 @@ def test_classification_run_with_calibrate_picks_its_decoding_on_val(env, tmp_pa
 
   data, workdir = str(tmp_path / 'records'), tmp_path / 'run'
   cmd = _cmd(str(workdir), data, '--sample_data=true', '--model=unet', '--loss=classification')
-  extra = ['--width=8', '--prior_correction=0.5', '--num_train_steps=2', '--calibrate=true']
+  extra = ['--width=8', '--prior_correction=0.5', '--chroma_gain=1.2', '--num_train_steps=2']
+  extra.append('--calibrate=true')
   _run(cmd + extra + ['--calibrate_images=1', '--calibrate_max_tint=1000'], env)
   record = json.loads((workdir / 'calibration.json').read_text())
   assert record['num_images'] == 1 and record['max_tint'] == 1000  # of 2 val records
   assert record['chosen'] == calibration.choose(record['sweep'], max_tint=1000)
   config = models.ModelConfig.from_json((workdir / 'model.json').read_text())
-  assert (config.temperature, config.prior_correction) == (
+  assert (config.temperature, config.prior_correction, config.chroma_gain) == (
     record['chosen']['temperature'],
     record['chosen']['prior_correction'],
+    record['chosen']['chroma_gain'],
   )
   trained = models.ModelConfig.from_json((workdir / 'model.json.uncalibrated').read_text())
-  assert trained.prior_correction == 0.5 and trained.bin_log_weights == config.bin_log_weights
+  assert (trained.prior_correction, trained.chroma_gain) == (0.5, 1.2)
+  assert trained.bin_log_weights == config.bin_log_weights
