@@ -4,10 +4,11 @@ python -m bench.quality --data_dir=../shared/data --workdir=W [--steps=N] [--ima
 
 Builds records from coco/train2017 + photos/ (train) and coco/val2017 (val) under W/records, trains
 W/seed (launch/configs/seed_coco.flags) and W/vivid (launch/configs/vivid.flags) for the same
-steps at the same size and batch, evaluates both with launch.evaluate on coco/val2017 (W/eval),
-sweeps vivid's decoding (temperature, prior correction and chroma gain) on the same val photos,
-as launch.calibrate does, and writes
-docs/quality.md with the table, the targets and a figure (Original, Grayscale, seed, vivid).
+steps at the same size and batch, picks vivid's decoding (temperature, prior correction, chroma
+gain) on the coco/val2017 photos with launch.calibrate (what vivid.flags' --calibrate does on
+the val records after training), evaluates both with launch.evaluate on the same photos
+(W/eval), and writes docs/quality.md with the table, the targets, the calibration sweep and a
+figure (Original, Grayscale, seed, vivid).
 """
 
 import json
@@ -21,12 +22,11 @@ import time
 from absl import app, flags
 
 from bench import report
-from colorjax import calibration
+from colorjax import calibration  # its grid and targets (no JAX work in this process)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / 'docs' / 'quality.md'
 FIGURE_NAME = 'quality_figure.png'  # written beside the doc
-VIVID_FLAGS = ROOT / 'launch' / 'configs' / 'vivid.flags'
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
@@ -36,14 +36,14 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'training batch of both mod
 _TEMPERATURES = flags.DEFINE_list(
   'temperatures',
   [f'{t:g}' for t in calibration.TEMPERATURES],
-  "vivid's decoding temperatures to sweep on val",
+  "vivid's decoding temperatures that launch.calibrate sweeps on val",
 )
 _CORRECTIONS = flags.DEFINE_list(
   'prior_corrections',
   [f'{c:g}' for c in calibration.CORRECTIONS],
-  "vivid's decoding prior corrections to sweep on val (with each temperature); negative ones "
-  'temper a long-trained model that overshoots (docs/gpu/quality.md: 3000 steps). Each pair '
-  'below the target colorfulness also gets the chroma gain that reaches it',
+  "vivid's decoding prior corrections that launch.calibrate sweeps on val (with each "
+  'temperature; each pair below the target colorfulness also gets the chroma gain that '
+  'reaches it)',
 )
 # The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
 MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
@@ -120,49 +120,38 @@ def train(name, records, workdir, steps, image_size, batch_size):
   ]
   if name == 'vivid':
     cmd.append(f'--warmup_steps={steps // 10}')  # the flagfile's warmup is sized for long runs
-    cmd.append('--calibrate=false')  # the doc decodes as the flagfile does and sweeps the rest
+    cmd.append('--calibrate=false')  # calibrate_vivid picks the decoding on the val photos
   print(' '.join(cmd), flush=True)
   start = time.time()
   subprocess.run(cmd, check=True, cwd=ROOT)
   return time.time() - start
 
 
-def decoding_sweep(vivid_dir, val_dir, image_size, temperatures, corrections, decoding):
-  """Vivid's metrics on val for each decoding, as launch.calibrate sweeps them (calibration.sweep
-  with the issue's colorfulness and tint targets): the network runs once, then each setting
-  decodes its logits; `decoding` (vivid.flags') is scored last. Returns calibration.sweep's row
-  dicts."""
-  from colorjax import evaluation, inference  # pylint: disable=g-import-not-at-top
-
-  images = evaluation.load_eval_images(str(val_dir), image_size)
-  return calibration.sweep(
-    inference.load(str(vivid_dir)),
-    images,
-    [float(t) for t in temperatures],
-    [float(c) for c in corrections],
-    target_colorfulness=MIN_CF_RATIO,
-    max_tint=MAX_TINT,
-    extra=[decoding],
+def calibrate_vivid(vivid_dir, val_dir, image_size, temperatures, corrections):
+  """python -m launch.calibrate on the val photos: writes the sweep into vivid_dir/calibration.json,
+  which it returns, and the chosen decoding into vivid_dir/model.json (unchanged when no
+  decoding keeps the tint <= MAX_TINT: then 'chosen' is None)."""
+  result = vivid_dir / 'calibration.json'
+  result.unlink(missing_ok=True)  # never report an earlier invocation's sweep
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'launch.calibrate',
+      f'--checkpoint={vivid_dir}',
+      f'--input={val_dir}',
+      f'--image_size={image_size}',
+      f'--target_colorfulness={MIN_CF_RATIO}',
+      f'--max_tint={MAX_TINT}',
+      f'--temperatures={",".join(temperatures)}',
+      f'--prior_corrections={",".join(corrections)}',
+    ],
+    check=False,
+    cwd=ROOT,
   )
-
-
-DECODING_FLAGS = ('temperature', 'prior_correction', 'chroma_gain')
-
-
-def flagfile_decoding(path=VIVID_FLAGS):
-  """(temperature, prior_correction, chroma_gain) as vivid.flags sets them (the last occurrence
-  of each).
-
-  The evaluation decodes vivid with the checked-in setting rather than the one its model.json
-  recorded at training time: a decoding picked from the sweep then needs no retraining."""
-  values = {}
-  for line in pathlib.Path(path).read_text().splitlines():
-    name, sep, value = line.strip().partition('=')
-    if sep and name[2:] in DECODING_FLAGS and name.startswith('--'):
-      values[name[2:]] = float(value)
-  if len(values) != len(DECODING_FLAGS):
-    raise ValueError(f'{path} must set --{", --".join(DECODING_FLAGS)}, got {values}')
-  return tuple(values[k] for k in DECODING_FLAGS)
+  if not result.exists():  # it failed before sweeping (a tint failure still writes the sweep)
+    raise RuntimeError(f'launch.calibrate exited with {proc.returncode} and wrote no {result}')
+  return json.loads(result.read_text())
 
 
 def tint_length(m):
@@ -201,7 +190,19 @@ def main(argv):
     seconds[name] = add_train_seconds(
       workdir / name, train(name, records, workdir, steps, size, batch)
     )
-  decoding = flagfile_decoding()
+  val_dir = data_dir / 'coco' / 'val2017'
+  record = calibrate_vivid(
+    workdir / 'vivid', val_dir, size, _TEMPERATURES.value, _CORRECTIONS.value
+  )
+  chosen = record['chosen']
+  decoding = json.loads((workdir / 'vivid' / 'model.json').read_text())  # what evaluate uses
+  how = (
+    'the row `python -m launch.calibrate` chose on these coco/val2017 photos from the sweep '
+    "below (the best PSNR with colorfulness ratio >= 0.85 and tint <= 3), as vivid.flags' "
+    '`--calibrate` does on the val records when training ends'
+    if chosen
+    else 'the decoding in its model.json, since no decoding in the sweep below kept the tint <= 3'
+  )
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
     shutil.rmtree(eval_dir)
@@ -212,10 +213,9 @@ def main(argv):
       'launch.evaluate',
       f'--checkpoint={workdir / "seed"}',
       f'--checkpoint={workdir / "vivid"}',
-      f'--input={data_dir / "coco" / "val2017"}',
+      f'--input={val_dir}',
       f'--output_dir={eval_dir}',
       f'--image_size={size}',
-      *(f'--{k}={v}' for k, v in zip(DECODING_FLAGS, decoding)),
     ],
     check=True,
     cwd=ROOT,
@@ -240,28 +240,14 @@ def main(argv):
       vivid['auc'] >= seed['auc'] - MAX_AUC_DROP,
     ),
   ]
-  sweep = decoding_sweep(
-    workdir / 'vivid',
-    data_dir / 'coco' / 'val2017',
-    size,
-    _TEMPERATURES.value,
-    _CORRECTIONS.value,
-    decoding,
-  )
+  sweep = record['sweep']
   ok = [meets_targets(r['psnr'], r['auc'], r['tint'], seed) for r in sweep]
-  try:
-    chosen = calibration.choose(sweep, MIN_CF_RATIO, MAX_TINT)
-  except ValueError:
-    chosen = None
   sweep_rows = [
     (
       f"{r['temperature']:g}", f"{r['prior_correction']:g}", f"{r['chroma_gain']:.3g}",
       f"{r['psnr']:.2f}", f"{r['auc']:.1f}", f"{r['colorfulness_ratio']:.3f}", f"{r['tint']:.2f}",
       'yes' if good else 'no',
-      ' '.join(
-        (['vivid.flags'] if all(abs(r[k] - v) < 5e-3 for k, v in zip(DECODING_FLAGS, decoding))
-         else []) + (['calibrate'] if r is chosen else [])
-      ),
+      'chosen' if r == chosen else '',
     )
     for r, good in zip(sweep, ok)
   ]  # fmt: skip
@@ -314,16 +300,17 @@ coco/val2017 photos at {size}x{size}. Training time: {
     )
   }
 
-## Vivid's decoding on val
+## Vivid's decoding, calibrated on val
+
+Vivid is decoded with temperature {decoding['temperature']:g}, prior correction
+{decoding['prior_correction']:g} and chroma gain {decoding.get('chroma_gain', 1.0):.4g}: {how}.
 
 The network is unchanged; decoding adds prior_correction * log(rebalancing weight) to each bin's
 logit (post-hoc logit adjustment: > 0 toward rarer colors, < 0 toward common ones), takes the
 annealed mean at T, then stretches each image's ab around its mean ab by the chroma gain (the
-image's mean color, hence the tint, stays). Rows with a gain other than 1 are the gain that brings
+image's mean color, hence the tint, stays). Rows with a gain other than 1 are the gains that bring
 a (T, correction) pair to the target colorfulness. 'other targets' = tint <= 3, PSNR and AuC
-within 1 dB and 2 points of seed; 'calibrate' = the row `launch.calibrate` (and `launch.train
---calibrate`) would choose: the best PSNR with colorfulness ratio >= 0.85 and tint <= 3;
-vivid.flags marks the setting used in the tables above.
+within 1 dB and 2 points of seed.
 
 {
     report.table(

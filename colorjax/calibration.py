@@ -74,7 +74,6 @@ def sweep(
   target_colorfulness=None,
   refine_steps=4,
   max_tint=None,
-  extra=(),
 ):
   """Scores of (temperature, prior correction, chroma gain) decodings of a classification
   colorizer.
@@ -93,10 +92,9 @@ def sweep(
         to MAX_GAIN.
     refine_steps: correction bisections per crossing temperature.
     max_tint: if given, pairs whose tint exceeds it get no gain rows (the gain keeps the tint).
-    extra: more (temperature, prior correction, chroma gain) decodings to score, last.
 
   Returns:
-    One dict per decoding, the grid's in order, then the refined ones, then extra's: temperature,
+    One dict per decoding, the grid's in order, then the refined ones: temperature,
     prior_correction, chroma_gain, psnr, auc, colorfulness_ratio, tint (means over the images,
     as evaluation.score computes them).
   """
@@ -126,9 +124,8 @@ def sweep(
     }
 
   rows = [row(t, c) for t in temperatures for c in corrections]
-  extra_rows = [row(t, c, g) for t, c, g in extra]
   if target_colorfulness is None:
-    return rows + extra_rows
+    return rows
   refined = []
   for t in temperatures:
     line = sorted(
@@ -150,7 +147,7 @@ def sweep(
     if max_tint is not None and base['tint'] > max_tint:
       continue
     refined.extend(_gain_rows(base, row, target_colorfulness))
-  return rows + refined + extra_rows
+  return rows + refined
 
 
 def _gain_rows(base, row, target):
@@ -190,18 +187,31 @@ def choose(rows, target_colorfulness=TARGET_COLORFULNESS, max_tint=MAX_TINT):
 
 
 def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='val',
-              target_colorfulness=TARGET_COLORFULNESS,
-              max_tint=MAX_TINT, dry_run=False):  # fmt: skip
+              target_colorfulness=TARGET_COLORFULNESS, max_tint=MAX_TINT, dry_run=False,
+              temperatures=TEMPERATURES, corrections=CORRECTIONS):  # fmt: skip
   """launch.calibrate: sweeps a checkpoint's decodings on `source` (photos or records, see
-  evaluation.load_eval_images; image_size defaults to the model's), prints the table, chooses,
-  and unless dry_run writes the choice into its model.json (the previous one kept as
-  model.json.uncalibrated) and the sweep into calibration.json. Returns (rows, chosen row)."""
+  evaluation.load_eval_images; image_size defaults to the model's) over the temperatures x
+  corrections grid and the gains that reach the target, prints the table, chooses,
+  and unless dry_run writes the sweep into calibration.json and the choice into its model.json
+  (the previous one kept as model.json.uncalibrated). Returns (rows, chosen row). Raises
+  ValueError, model.json unchanged, when no decoding keeps the tint <= max_tint (calibration.json
+  is written, with chosen None)."""
   path = pathlib.Path(checkpoint)
   colorizer = inference.load(path)
   size = image_size or colorizer.config.image_size
   images = evaluation.load_eval_images(source, size, max_images=max_images, split=split)
-  rows = sweep(colorizer, images, target_colorfulness=target_colorfulness, max_tint=max_tint)
-  best = choose(rows, target_colorfulness, max_tint)
+  rows = sweep(
+    colorizer,
+    images,
+    temperatures,
+    corrections,
+    target_colorfulness=target_colorfulness,
+    max_tint=max_tint,
+  )
+  try:
+    best, failure = choose(rows, target_colorfulness, max_tint), None
+  except ValueError as e:  # every decoding is too tinted: the table is still worth keeping
+    best, failure = None, e
   print('| T | prior correction | chroma gain | PSNR dB | AuC % | CF ratio | tint | |')
   print('|---|---|---|---|---|---|---|---|')
   for r in rows:
@@ -212,24 +222,15 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
       f'| {r["colorfulness_ratio"]:.3f} | {r["tint"]:.2f} | {mark} |'
     )
   was = colorizer.config
-  print(
-    f'chosen: temperature {best["temperature"]:g}, prior_correction '
-    f'{best["prior_correction"]:g}, chroma_gain {best["chroma_gain"]:.4g} (was '
-    f'{was.temperature:g}, {was.prior_correction:g}, {was.chroma_gain:g}) on {len(images)} '
-    f'images at {size} px'
-  )
-  if not dry_run:
-    model_json = path / inference.MODEL_JSON
-    backup = path / (inference.MODEL_JSON + '.uncalibrated')
-    if not backup.exists():
-      shutil.copyfile(model_json, backup)
-    tuned = inference.with_decoding(
-      colorizer,
-      temperature=best['temperature'],
-      prior_correction=best['prior_correction'],
-      chroma_gain=best['chroma_gain'],
+  if best:
+    print(
+      f'chosen: temperature {best["temperature"]:g}, prior_correction '
+      f'{best["prior_correction"]:g}, chroma_gain {best["chroma_gain"]:.4g} (was '
+      f'{was.temperature:g}, {was.prior_correction:g}, {was.chroma_gain:g}) on {len(images)} '
+      f'images at {size} px'
     )
-    model_json.write_text(tuned.config.to_json())
+  model_json = path / inference.MODEL_JSON
+  if not dry_run:
     record = {
       'input': str(source),
       'image_size': size,
@@ -240,5 +241,21 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
       'sweep': rows,
     }
     (path / 'calibration.json').write_text(json.dumps(record, indent=2))
+  if failure:
+    raise ValueError(
+      f'{failure}; {model_json} is unchanged'
+      + ('' if dry_run else f', the sweep is in {path / "calibration.json"}')
+    )
+  if not dry_run:
+    backup = path / (inference.MODEL_JSON + '.uncalibrated')
+    if not backup.exists():
+      shutil.copyfile(model_json, backup)
+    tuned = inference.with_decoding(
+      colorizer,
+      temperature=best['temperature'],
+      prior_correction=best['prior_correction'],
+      chroma_gain=best['chroma_gain'],
+    )
+    model_json.write_text(tuned.config.to_json())
     print(f'wrote {model_json} (the previous one: {backup}) and {path / "calibration.json"}')
   return rows, best

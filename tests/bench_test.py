@@ -1,5 +1,6 @@
 """bench/quality.py and bench/gpu.sh end to end on tiny synthetic inputs (no timings asserted)."""
 
+import json
 import os
 import pathlib
 import re
@@ -24,13 +25,6 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   _photos(data / 'photos' / 'old', 2, 100)  # nested, as in the shared folder
   _photos(data / 'coco' / 'val2017', 3, 200)
   doc = tmp_path / 'docs' / 'quality.md'
-  # vivid.flags' decoding, which the tables use (read here without importing bench.quality,
-  # whose absl flags would clash with launch.train's in this process).
-  vivid_flags = (ROOT / 'launch' / 'configs' / 'vivid.flags').read_text()
-  t = float(re.findall(r'^--temperature=(.+)$', vivid_flags, re.M)[-1])
-  c = float(re.findall(r'^--prior_correction=(.+)$', vivid_flags, re.M)[-1])
-  g = float(re.findall(r'^--chroma_gain=(.+)$', vivid_flags, re.M)[-1])
-  assert t != 0.38 and c != 0 and g != 1
   cmd = [
     sys.executable,
     '-m',
@@ -40,8 +34,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
     '--steps=2',
     '--image_size=64',
     '--batch_size=4',
-    f'--temperatures={t:g},0.38',
-    f'--prior_corrections=0,{c:g}',
+    '--temperatures=0.1,0.38',
+    '--prior_corrections=-0.3,0.05',
     f'--doc={doc}',
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -53,19 +47,35 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
     assert re.search(rf'^\| {name} \| [0-9.]+ \|', text, re.M), text
   assert '(8 photos after' in text and 'on 3\ncoco/val2017 photos' in text
   assert 'CPU, ' in text  # what trained them
-  # The four targets, each judged, and the 2 x 2 decoding sweep.
+  # The four targets, each judged.
   targets = re.findall(r'^\| vivid .* \| (yes|no) \|$', text, re.M)
   assert len(targets) == 4, text
+  # launch.calibrate's sweep on the val photos: the 2 x 2 grid at gain 1, then the gains that
+  # bring the grid's pairs below the target colorfulness to it.
+  record = json.loads((tmp_path / 'work' / 'vivid' / 'calibration.json').read_text())
+  assert record['num_images'] == 3 and record['image_size'] == 64
   sweep = re.findall(r'^\| ([0-9.]+) \| (-?[0-9.]+) \| ([0-9.]+) \| .*\|$', text, re.M)
-  t, c, g = f'{t:g}', f'{c:g}', f'{g:.3g}'
-  grid = [(t_, c_) for t_, c_, g_ in sweep if g_ == '1']
-  assert sorted(grid) == sorted([(t, '0'), (t, c), ('0.38', '0'), ('0.38', c)]), text
-  # Grid pairs below the target colorfulness get gain rows; vivid.flags' decoding comes last.
-  assert {(t_, c_) for t_, c_, g_ in sweep[4:-1]} <= set(grid)
-  assert sweep[-1] == (t, c, g), text
-  # The tables decode vivid as vivid.flags does, and the sweep marks that row.
-  assert f'decoded with temperature {t}, prior_correction {c}, chroma_gain {float(g):g}.' in text
-  assert re.search(rf'^\| {t} \| {c} \| {g} \| .* vivid\.flags.* \|$', text, re.M), text
+  assert len(sweep) == len(record['sweep']), text
+  grid = [(t, c) for t, c, g in sweep if g == '1']
+  assert sorted(grid) == sorted(
+    [('0.1', '-0.3'), ('0.1', '0.05'), ('0.38', '-0.3'), ('0.38', '0.05')]
+  )
+  assert {(t, c) for t, c, g in sweep if g != '1'} <= set(grid)
+  # The tables decode vivid as its model.json says: the chosen row when one keeps the tint <= 3.
+  config = json.loads((tmp_path / 'work' / 'vivid' / 'model.json').read_text())
+  line = (
+    f'decoded with temperature {config["temperature"]:g}, prior correction\n'
+    f'{config["prior_correction"]:g} and chroma gain {config["chroma_gain"]:.4g}: '
+  )
+  assert line in text, text
+  chosen = re.findall(r'^\| .* \| chosen \|$', text, re.M)
+  if record['chosen']:
+    assert len(chosen) == 1 and 'launch.calibrate` chose' in text
+    assert [config[k] for k in ('temperature', 'prior_correction', 'chroma_gain')] == [
+      record['chosen'][k] for k in ('temperature', 'prior_correction', 'chroma_gain')
+    ]
+  else:
+    assert not chosen and 'kept the tint <= 3' in text
   figure = doc.parent / 'quality_figure.png'
   assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid
 

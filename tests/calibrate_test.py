@@ -207,6 +207,9 @@ def test_trainer_calibration_writes_or_keeps_the_decoding(tmp_path, photos, caps
   assert trainer.calibrate_decoding(workdir, photos, 0, max_tint=-1.0) is None
   assert 'calibration kept the training decoding' in capsys.readouterr().out
   assert (workdir / 'model.json').read_text() == before
+  failed = json.loads((workdir / 'calibration.json').read_text())  # the sweep is still kept
+  assert failed['chosen'] is None and len(failed['sweep']) >= len(calibration.TEMPERATURES)
+  assert not (workdir / 'model.json.uncalibrated').exists()
   best = trainer.calibrate_decoding(workdir, photos, 2, max_tint=1e9)
   record = json.loads((workdir / 'calibration.json').read_text())
   assert record['chosen'] == best and record['num_images'] == 2
