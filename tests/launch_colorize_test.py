@@ -1,6 +1,7 @@
 """End-to-end test of python -m launch.colorize on a folder with a corrupt file."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from inference_test import write_workdir
 from PIL import Image
 
 import colorjax
-from colorjax import colorize_files, inference, onnx_export, quantize
+from colorjax import colorize_files, cpu_runtime, inference, onnx_export, quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,6 +105,10 @@ def test_auto_backend_follows_cpu_runtime_availability(monkeypatch, available):
   monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda: available)
   expected = ('openvino', 'int8') if available else ('jax', 'fp32')
   assert colorize_files.resolve_backend('auto', 'auto') == expected
+  # The U-Net's int8 is outside the quality limits: OpenVINO bf16 is its default.
+  unet = ('openvino', 'bf16') if available else ('jax', 'fp32')
+  assert colorize_files.resolve_backend('auto', 'auto', 'unet') == unet
+  assert colorize_files.resolve_backend('openvino', 'auto', 'unet') == ('openvino', 'bf16')
   assert colorize_files.resolve_backend('auto', 'fp32')[1] == 'fp32'
   assert colorize_files.resolve_backend('onnxruntime', 'auto') == ('onnxruntime', 'fp32')
   assert colorize_files.resolve_backend('jax', 'auto') == ('jax', 'fp32')
@@ -111,6 +116,66 @@ def test_auto_backend_follows_cpu_runtime_availability(monkeypatch, available):
     colorize_files.resolve_backend('tpu', 'auto')
   with pytest.raises(ValueError, match='precision must be one of'):
     colorize_files.resolve_backend('auto', 'int4')
+
+
+def test_unet_colorizes_through_openvino_by_default_and_in_int8(tmp_path, caplog):
+  """The vivid U-Net (GroupNorm) on the CPU runtime: auto picks OpenVINO bf16; int8 compiles
+  (quantizing only the convolutions if OpenVINO refuses the fully quantized graph)."""
+  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS))
+  write_workdir(
+    tmp_path / 'unet', image_size=32, name='unet', width=8, loss='classification',
+    bin_log_weights=log_w, prior_correction=-0.05, chroma_gain=1.5,
+  )  # fmt: skip
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'coffee.png')
+  expected = colorjax.colorize_image(colorjax.load(tmp_path / 'unet'), tmp_path / 'coffee.png')
+  for precision, name in (('auto', 'openvino bf16'), ('int8', 'openvino int8')):
+    out = tmp_path / precision
+    result = colorize_files.colorize_files(
+      tmp_path / 'unet', tmp_path / 'coffee.png', out, backend='openvino', precision=precision
+    )
+    assert result['backend'] == name and len(result['written']) == 1, result
+    got = np.asarray(Image.open(out / 'coffee.png'), np.int16)
+    assert got.shape == expected.shape and np.abs(got - expected).mean() < 3
+
+
+def test_int8_requantizes_the_convolutions_when_openvino_refuses(tmp_path, monkeypatch, caplog):
+  log_w = tuple(np.random.default_rng(0).normal(0, 1, quantize.NUM_BINS))
+  config, params = write_workdir(
+    tmp_path / 'unet', image_size=32, name='unet', width=8, loss='classification',
+    bin_log_weights=log_w,
+  )  # fmt: skip
+  path = onnx_export.export_onnx(config, params[0], tmp_path / 'unet.onnx', image_size=32)
+  calls, compile_openvino = [], cpu_runtime._openvino_fn
+
+  def refuse_first(model_path, precision, num_threads):
+    calls.append(pathlib.Path(model_path).name)
+    if len(calls) == 1:
+      raise RuntimeError('Exception from src/core: MultiplyPartialTransformation failed')
+    return compile_openvino(model_path, precision, num_threads)
+
+  quantized = []
+  quantize_int8 = cpu_runtime.quantize_int8
+  monkeypatch.setattr(cpu_runtime, '_openvino_fn', refuse_first)
+  monkeypatch.setattr(
+    cpu_runtime,
+    'quantize_int8',
+    lambda *a, **k: quantized.append(a[3:] or k.get('op_types')) or quantize_int8(*a, **k),
+  )
+  L = np.random.default_rng(1).uniform(0, 100, (2, 32, 32, 1)).astype(np.float32)
+  run = cpu_runtime.cpu_runtime(path, 'openvino', 'int8', calibration_L=L)
+  ab = run(L)
+  assert ab.shape == (2, 32, 32, 2) and np.isfinite(ab).all()
+  assert calls == ['int8.onnx', 'int8_matmul.onnx']
+  assert quantized[0] in ((), None) and tuple(quantized[1][0]) == cpu_runtime.MATMUL_OPS
+  assert 'quantizing Conv, MatMul, Gemm only' in caplog.text
+
+  # Any other precision's failure is not retried.
+  def refuse(*args):
+    raise RuntimeError('refused')
+
+  monkeypatch.setattr(cpu_runtime, '_openvino_fn', refuse)
+  with pytest.raises(RuntimeError):
+    cpu_runtime.cpu_runtime(path, 'openvino', 'fp32')
 
 
 def test_cpu_runtime_available_needs_a_cpu_jax(monkeypatch):
