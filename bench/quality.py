@@ -46,7 +46,8 @@ _CORRECTIONS = flags.DEFINE_list(
   'reaches it)',
 )
 # The issue's targets: vivid's colorfulness ratio and tint; its PSNR and AuC drops from seed.
-MIN_CF_RATIO, MAX_TINT, MAX_PSNR_DROP, MAX_AUC_DROP = 0.85, 3.0, 1.0, 2.0
+MIN_CF_RATIO, MAX_TINT = calibration.TARGET_COLORFULNESS, calibration.MAX_TINT
+MAX_PSNR_DROP, MAX_AUC_DROP = 1.0, 2.0
 _MODELS = flags.DEFINE_list('models', ['seed', 'vivid'], 'which runs to train (both are evaluated)')
 _DOC = flags.DEFINE_string('doc', str(DOC), f'the report to write ({FIGURE_NAME} goes beside it)')
 
@@ -154,11 +155,6 @@ def calibrate_vivid(vivid_dir, val_dir, image_size, temperatures, corrections):
   return json.loads(result.read_text())
 
 
-def tint_length(m):
-  """Length of an evaluation's mean ab bias (the tint)."""
-  return calibration.tint_length(m)
-
-
 def device_description():
   """What trained the models: 'CPU, N cores' or the accelerator (this process's JAX backend;
   called after training, so that it never holds a GPU the training subprocesses need)."""
@@ -198,10 +194,11 @@ def main(argv):
   decoding = json.loads((workdir / 'vivid' / 'model.json').read_text())  # what evaluate uses
   how = (
     'the row `python -m launch.calibrate` chose on these coco/val2017 photos from the sweep '
-    "below (the best PSNR with colorfulness ratio >= 0.85 and tint <= 3), as vivid.flags' "
-    '`--calibrate` does on the val records when training ends'
+    f'below (the best PSNR with colorfulness ratio >= {MIN_CF_RATIO} and tint <= {MAX_TINT:g}), '
+    "as vivid.flags' `--calibrate` does on the val records when training ends"
     if chosen
-    else 'the decoding in its model.json, since no decoding in the sweep below kept the tint <= 3'
+    else 'the decoding in its model.json, since no decoding in the sweep below kept the tint '
+    f'<= {MAX_TINT:g}'
   )
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
@@ -222,13 +219,14 @@ def main(argv):
   )
   metrics = json.loads((eval_dir / 'metrics.json').read_text())
   seed, vivid = metrics[str(workdir / 'seed')], metrics[str(workdir / 'vivid')]
+  tint = calibration.tint_length(vivid)
   targets = [
     (
       f'vivid colorfulness ratio >= {MIN_CF_RATIO}',
       vivid['colorfulness_ratio'],
       vivid['colorfulness_ratio'] >= MIN_CF_RATIO,
     ),
-    (f'vivid tint length <= {MAX_TINT:g}', tint_length(vivid), tint_length(vivid) <= MAX_TINT),
+    (f'vivid tint length <= {MAX_TINT:g}', tint, tint <= MAX_TINT),
     (
       f'vivid PSNR >= seed PSNR - {MAX_PSNR_DROP} dB',
       vivid['psnr'] - seed['psnr'],

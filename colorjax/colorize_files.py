@@ -22,7 +22,7 @@ PRECISIONS = ('auto', 'fp32', 'bf16', 'int8')
 # photos (docs/benchmarks.md, cpu_runtime). The U-Net: bf16. Its int8 loses 6% colorfulness (the
 # 600-step vivid model on 64 val photos: int8 -0.14 dB and ratio 0.793 against 0.844; bf16
 # -0.003 dB and 0.844, at 2x fp32's images/s and 1.3x int8's).
-CPU_DEFAULT = ('openvino', 'int8')
+CPU_DEFAULT_BACKEND = 'openvino'
 CPU_DEFAULT_PRECISION = {'seed': 'int8', 'unet': 'bf16'}
 _CPU_MODULES = ('jax2onnx', 'onnx', 'onnxruntime', 'openvino')  # the [cpu] extra
 COMPARE_DIR = 'compare'
@@ -51,19 +51,18 @@ def cpu_runtime_available():
 def resolve_backend(backend, precision, model_name='seed'):
   """Turns 'auto' into a concrete (backend, precision).
 
-  backend 'auto': CPU_DEFAULT when cpu_runtime_available(), else 'jax'. precision 'auto': for
-  OpenVINO, CPU_DEFAULT_PRECISION of the model's architecture (within the quality limits,
-  fastest), fp32 for the others.
+  backend 'auto': CPU_DEFAULT_BACKEND when cpu_runtime_available(), else 'jax'. precision
+  'auto': for OpenVINO, CPU_DEFAULT_PRECISION of the model's architecture (within the quality
+  limits, fastest), fp32 for the others.
   """
   if backend not in BACKENDS:
     raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
   if precision not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
   if backend == 'auto':
-    backend = CPU_DEFAULT[0] if cpu_runtime_available() else 'jax'
+    backend = CPU_DEFAULT_BACKEND if cpu_runtime_available() else 'jax'
   if precision == 'auto':
-    openvino = CPU_DEFAULT_PRECISION.get(model_name, CPU_DEFAULT[1])
-    precision = openvino if backend == CPU_DEFAULT[0] else 'fp32'
+    precision = CPU_DEFAULT_PRECISION[model_name] if backend == CPU_DEFAULT_BACKEND else 'fp32'
   return backend, precision
 
 
