@@ -8,6 +8,7 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from colorjax import constants, quantize
 
@@ -15,10 +16,11 @@ MODEL_NAMES = ('seed', 'unet')
 LOSSES = ('mse', 'classification')
 HEAD_STRIDES = (1, 2)
 GROUPS = 8  # GroupNorm groups in the U-Net
-# How 3x3 convolutions are differentiated (params and values are the same): 'xla' is nn.Conv;
+# How 3x3 convolutions are computed (params and the function are the same): 'xla' is nn.Conv;
 # 'matmul' computes the kernel gradient as matmuls over shifted copies, band by band
-# (Conv3x3MatmulGrad, kernel_grad), which XLA's CPU backend trains ~1.6x faster; 'auto' picks
-# 'matmul' on a CPU, 'xla' elsewhere.
+# (Conv3x3MatmulGrad, kernel_grad), which XLA's CPU backend trains ~1.6x faster, and a
+# convolution of an upsample2'd input as a 2x2 convolution at the input's resolution
+# (upsample2_conv3x3); 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'matmul')
 
 
@@ -108,6 +110,9 @@ def window_taps(x_padded_xHpxWpxC, stride, h, w):
 # and gradient rows (~0.5-2 MB at the seed network's widths) stay in cache while its 9 taps are
 # cut and multiplied.
 KERNEL_GRAD_BAND = 2048
+# Below this many output features XLA's own kernel gradient is faster: the seed network's last
+# layer (32 -> 2 features at 128 px, batch 8) takes 16 ms against kernel_grad's 84.
+KERNEL_GRAD_MIN_FEATURES = 8
 
 
 def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride, band=KERNEL_GRAD_BAND):
@@ -164,13 +169,64 @@ def _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride):
   )
 
 
+def _padded_conv(x_BxHxWxC, kernel, padding):
+  """A stride-1 convolution with lax's explicit (before, after) padding per axis."""
+  return jax.lax.conv_general_dilated(x_BxHxWxC, kernel, (1, 1), padding, dimension_numbers=_DIMS)
+
+
+# XLA's CPU backend runs a stride-1 convolution padded by one on both sides 1.3-2x faster than
+# a stride-2 one, or one padded on one side only: a stride-2 'SAME' convolution of an even-sized
+# input (padded below and right only) and its input gradient are computed from polyphase
+# components with such convolutions. Per axis, with K0, K1, K2 the kernel's rows:
+#   value:          y[o] = x[2o] K0 + x[2o + 1] K1 + x[2o + 2] K2
+#   input gradient: dx[2o] = g[o - 1] K2^T + g[o] K0^T,  dx[2o + 1] = g[o] K1^T
+# A 2-tap axis is a convolution padded (1, 1) whose first (value) or last (gradient) row is
+# dropped; the 1-tap axis takes the middle kernel row.
+
+
+# Fewer input channels stay with lax's stride-2 convolution: the seed network's first layer (1
+# channel) runs 4x slower as phases, its 128- and 256-channel layers 1.3-1.8x faster.
+PHASE_MIN_CHANNELS = 32
+
+
+def _stride2_phases(x_BxHxWxC):
+  _, H, W, C = x_BxHxWxC.shape
+  return H % 2 == 0 and W % 2 == 0 and C >= PHASE_MIN_CHANNELS
+
+
+def _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN):
+  """_lax_conv(x, kernel, 2) for even H and W (see _stride2_phases)."""
+  phase = lambda a, b: x_BxHxWxC[:, a::2, b::2]
+  k = kernel_3x3xCxN
+  y = _padded_conv(phase(0, 0), k[0::2, 0::2], ((1, 1), (1, 1)))[:, 1:, 1:]
+  y = y + _padded_conv(phase(0, 1), k[0::2, 1:2], ((1, 1), (0, 0)))[:, 1:]
+  y = y + _padded_conv(phase(1, 0), k[1:2, 0::2], ((0, 0), (1, 1)))[:, :, 1:]
+  return y + _padded_conv(phase(1, 1), k[1:2, 1:2], ((0, 0), (0, 0)))
+
+
+def _conv_stride2_input_grad(g_BxhxwxN, kernel_3x3xCxN):
+  """The gradient of _conv_stride2_phases with respect to its (B, 2h, 2w, C) input."""
+  B, h, w, _ = g_BxhxwxN.shape
+  k = kernel_3x3xCxN.transpose(0, 1, 3, 2)  # (3, 3, N, C)
+  g = g_BxhxwxN
+  dx00 = _padded_conv(g, k[::-2, ::-2], ((1, 1), (1, 1)))[:, :h, :w]
+  dx01 = _padded_conv(g, k[::-2, 1:2], ((1, 1), (0, 0)))[:, :h]
+  dx10 = _padded_conv(g, k[1:2, ::-2], ((0, 0), (1, 1)))[:, :, :w]
+  dx11 = _padded_conv(g, k[1:2, 1:2], ((0, 0), (0, 0)))
+  rows = [jnp.stack(pair, axis=3) for pair in ((dx00, dx01), (dx10, dx11))]  # (B, h, w, b, C)
+  return jnp.stack(rows, axis=2).reshape(B, 2 * h, 2 * w, -1)  # (B, h, a, w, b, C)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
   """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by kernel_grad.
 
-  The value and the input gradient are XLA's convolutions; XLA's CPU backend computes the kernel
-  gradient (a convolution over the batch) several times slower than this matmul.
+  The value and the input gradient are XLA's convolutions (at stride 2 on even sizes, of the
+  polyphase components); XLA's CPU backend computes the kernel gradient (a convolution over the
+  batch) several times slower than this matmul.
   """
+  if stride == 2 and _stride2_phases(x_BxHxWxC):
+    return _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN)
   return _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride)
 
 
@@ -180,7 +236,13 @@ def _conv_fwd(x, kernel, stride):
 
 def _conv_bwd(stride, residuals, g_BxhxwxN):
   x, kernel = residuals
-  (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
+  if stride == 2 and _stride2_phases(x):
+    dx = _conv_stride2_input_grad(g_BxhxwxN, kernel)
+  else:
+    (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
+  if g_BxhxwxN.shape[-1] < KERNEL_GRAD_MIN_FEATURES:
+    (dk,) = jax.vjp(lambda k: _lax_conv(x, k, stride), kernel)[1](g_BxhxwxN)
+    return dx, dk
   # KERNEL_GRAD_BAND is read when the step is traced (bench.train sets it to 0 for a baseline).
   return dx, kernel_grad(x, g_BxhxwxN, stride, KERNEL_GRAD_BAND).astype(kernel.dtype)
 
@@ -188,20 +250,93 @@ def _conv_bwd(stride, residuals, g_BxhxwxN):
 conv3x3_matmul_grad.defvjp(_conv_fwd, _conv_bwd)
 
 
+# upsample2 then a 3x3 'SAME' convolution reads, for output row 2h + a, upsampled rows 2h + a - 1,
+# 2h + a, 2h + a + 1, that is input rows (h - 1, h, h) for a = 0 and (h, h, h + 1) for a = 1.
+# So each output phase is a 2x2 convolution of the input whose taps sum kernel rows:
+# _UP_TAPS[a, t, r] = 1 when tap t (input row h - 1 + a + t) of phase a takes kernel row r.
+# Columns work the same way.
+_UP_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
+
+
+def upsample_kernel(kernel_3x3xCxN):
+  """The (2, 2, C, 4N) kernel of upsample2_conv3x3: output channels blocked by phase (a, b)."""
+  _, _, C, N = kernel_3x3xCxN.shape
+  k = jnp.einsum('atr,buc,rcin->tuiabn', _UP_TAPS, _UP_TAPS, kernel_3x3xCxN)
+  return k.reshape(2, 2, C, 4 * N)
+
+
+def upsample2_conv3x3(x_BxhxwxC, kernel_3x3xCxN):
+  """lax.conv(upsample2(x), kernel, stride 1, 'SAME'), computed at x's resolution.
+
+  One 2x2 convolution of x (padded by 1) with upsample_kernel's 4N outputs gives every output
+  phase: phase (a, b) of output pixel (h, w) is its output (h + a, w + b), block (a, b). That is
+  4/9 of the multiplications, and the upsampled input is never written. Its kernel gradient is
+  computed as matmuls (conv2x2_matmul_grad).
+  """
+  B, h, w, _ = x_BxhxwxC.shape
+  N = kernel_3x3xCxN.shape[-1]
+  z = conv2x2_matmul_grad(x_BxhxwxC, upsample_kernel(kernel_3x3xCxN).astype(x_BxhxwxC.dtype))
+  z = z.reshape(B, h + 1, w + 1, 2, 2, N)
+  rows = [jnp.stack([z[:, a : a + h, b : b + w, a, b] for b in range(2)], axis=3) for a in (0, 1)]
+  return jnp.stack(rows, axis=2).reshape(B, 2 * h, 2 * w, N)  # (B, h, a, w, b, N)
+
+
+def _lax_conv2x2(x_BxhxwxC, kernel_2x2xCxM):
+  """The 2x2 convolution of x padded by 1 on every side: (B, h + 1, w + 1, M)."""
+  return _padded_conv(x_BxhxwxC, kernel_2x2xCxM, ((1, 1), (1, 1)))
+
+
+@jax.custom_vjp
+def conv2x2_matmul_grad(x_BxhxwxC, kernel_2x2xCxM):
+  """_lax_conv2x2 whose kernel gradient is 4 matmuls (XLA's CPU convolution takes ~100x longer)."""
+  return _lax_conv2x2(x_BxhxwxC, kernel_2x2xCxM)
+
+
+def _conv2x2_fwd(x, kernel):
+  return _lax_conv2x2(x, kernel), (x, kernel)
+
+
+def _conv2x2_bwd(residuals, g_BxHxWxM):
+  x, kernel = residuals
+  _, h, w, C = x.shape
+  M = g_BxHxWxM.shape[-1]
+  # dx[p] = g[p] kernel[1]^T + g[p + 1] kernel[0]^T (per axis): a 2x2 convolution of g with the
+  # flipped, transposed kernel. Padded at the end and cropped, XLA's CPU backend runs it 2-2.5x
+  # faster than the same convolution 'VALID' (jax.vjp's form).
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+  dx = _padded_conv(g_BxHxWxM, flipped, ((0, 1), (0, 1)))[:, :h, :w]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  g_PxM = g_BxHxWxM.reshape(-1, M)
+  taps = [xp[:, i : i + h + 1, j : j + w + 1].reshape(-1, C) for i in (0, 1) for j in (0, 1)]
+  dk = jnp.stack([jnp.matmul(t.T, g_PxM, preferred_element_type=jnp.float32) for t in taps])
+  return dx, dk.reshape(2, 2, C, M).astype(kernel.dtype)
+
+
+conv2x2_matmul_grad.defvjp(_conv2x2_fwd, _conv2x2_bwd)
+
+
 class Conv3x3MatmulGrad(nn.Module):
   """nn.Conv(features, (3, 3), strides, padding='SAME'): the same params, init, value and
-  gradients, with the kernel gradient computed as a matmul (conv3x3_matmul_grad)."""
+  gradients, with the kernel gradient computed as a matmul (conv3x3_matmul_grad). With
+  upsample=True it is nn.Conv applied to upsample2(x), computed by upsample2_conv3x3."""
 
   features: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
+  upsample: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
     C = x_BxHxWxC.shape[-1]
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, C, self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-    y = conv3x3_matmul_grad(x_BxHxWxC.astype(self.dtype), kernel.astype(self.dtype), self.strides)
+    x, kernel = x_BxHxWxC.astype(self.dtype), kernel.astype(self.dtype)
+    if self.upsample:
+      if self.strides != 1:
+        raise ValueError('an upsampling convolution has stride 1')
+      y = upsample2_conv3x3(x, kernel)
+    else:
+      y = conv3x3_matmul_grad(x, kernel, self.strides)
     return y + bias.astype(self.dtype)
 
 
@@ -213,17 +348,19 @@ def resolve_conv(conv):
 
 
 def _conv_factory(conv, dtype):
-  """conv(features, window, stride=1) -> a fresh conv layer named Conv_0, Conv_1, ... in call
-  order, the names nn.Conv would get, so both implementations share params."""
+  """conv(features, window=3, stride=1, upsample=False) -> a fresh conv layer named Conv_0,
+  Conv_1, ... in call order, the names nn.Conv would get, so both implementations share params.
+  upsample=True gives a 3x3 layer of upsample2(x)."""
   impl, names = resolve_conv(conv), itertools.count()
 
-  def make(features, window=3, stride=1):
+  def make(features, window=3, stride=1, upsample=False):
     name = f'Conv_{next(names)}'
     if impl == 'matmul' and window == 3:
-      return Conv3x3MatmulGrad(features, stride, dtype=dtype, name=name)
-    return nn.Conv(
+      return Conv3x3MatmulGrad(features, stride, dtype=dtype, upsample=upsample, name=name)
+    layer = nn.Conv(
       features, (window, window), strides=stride, padding='SAME', dtype=dtype, name=name
     )
+    return (lambda x: layer(upsample2(x))) if upsample else layer
 
   return make
 
@@ -249,10 +386,8 @@ class SeedNet(nn.Module):
                           (256, 1), (128, 1)):
       x = nn.relu(conv(feats, stride=stride)(x))
     # fmt: on
-    x = upsample2(x)
-    x = nn.relu(conv(64)(x))
-    x = upsample2(x)
-    x = nn.relu(conv(32)(x))
+    x = nn.relu(conv(64, upsample=True)(x))
+    x = nn.relu(conv(32, upsample=True)(x))
     if self.num_bins:
       logits = conv(self.num_bins, window=1)(x).astype(jnp.float32)
       return upsample2(logits) if self.head_stride == 1 else logits  # (B, H/s, W/s, Q)
@@ -294,7 +429,7 @@ class UNet(nn.Module):
     last = 1 if self.num_bins and self.head_stride == 2 else 0
     for level in range(2, last - 1, -1):
       feats = self.width << level
-      x = conv(feats)(upsample2(x))
+      x = conv(feats, upsample=True)(x)
       x = self._block(conv, jnp.concatenate([x, skips[level]], axis=-1), feats)
     if self.num_bins:
       return conv(self.num_bins, window=1)(x).astype(jnp.float32)

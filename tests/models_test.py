@@ -37,21 +37,45 @@ def test_param_counts_and_no_batch_stats():
   assert _count(seed_cls) == 6_215_074 - (3 * 3 * 32 * 2 + 2) + (32 * Q + Q)
 
 
-@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('stride,upsample', [(1, False), (2, False), (1, True)])
 @pytest.mark.parametrize('size', [(8, 8), (7, 9)])
-@pytest.mark.parametrize('features', [6, 3])  # more and fewer outputs than inputs (5)
-def test_conv3x3_matmul_grad_is_nn_conv(stride, size, features):
-  x = jax.random.normal(jax.random.key(1), (2, *size, 5))
-  ref = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME')
-  mine = models.Conv3x3MatmulGrad(features, stride)
-  params = ref.init(jax.random.key(2), x)
+# Input, output channels: kernel_grad's matmuls (>= KERNEL_GRAD_MIN_FEATURES outputs) or XLA's
+# kernel gradient (fewer); >= PHASE_MIN_CHANNELS inputs take the polyphase stride-2 form on even
+# sizes.
+@pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8)])
+def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
+  C, features = channels
+  assert models.KERNEL_GRAD_MIN_FEATURES == 8 and models.PHASE_MIN_CHANNELS == 32
+  x = jax.random.normal(jax.random.key(1), (2, *size, C))
+  conv = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME')
+  ref = conv.apply if not upsample else lambda p, x: conv.apply(p, models.upsample2(x))
+  mine = models.Conv3x3MatmulGrad(features, stride, upsample=upsample)
+  params = conv.init(jax.random.key(2), x)
   assert jax.tree.map(jnp.shape, mine.init(jax.random.key(2), x)) == jax.tree.map(jnp.shape, params)
   jax.tree.map(np.testing.assert_array_equal, mine.init(jax.random.key(2), x), params)
-  np.testing.assert_allclose(mine.apply(params, x), ref.apply(params, x), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(mine.apply(params, x), ref(params, x), atol=1e-5, rtol=1e-5)
   # Gradients with respect to the input and the params agree as well.
-  grad = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(params, x)
+  grad = lambda f: jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))), argnums=(0, 1))(params, x)
   jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), grad(mine), grad(ref)
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
+    grad(mine.apply),
+    grad(ref),
+  )
+
+
+def test_upsample_kernel_sums_the_taps_each_phase_reads():
+  kernel = jax.random.normal(jax.random.key(7), (3, 3, 2, 3))
+  k = np.asarray(models.upsample_kernel(kernel)).reshape(2, 2, 2, 2, 2, 3)  # t, u, C, a, b, N
+  K = np.asarray(kernel)
+  # Phase (0, 0): input rows h - 1 (kernel row 0) and h (rows 1 + 2); columns alike.
+  np.testing.assert_allclose(k[0, 0, :, 0, 0], K[0, 0], rtol=1e-6)
+  np.testing.assert_allclose(k[1, 1, :, 0, 0], K[1:, 1:].sum((0, 1)), rtol=1e-6)
+  # Phase (1, 0): rows h (kernel rows 0 + 1) and h + 1 (row 2); columns as phase 0.
+  np.testing.assert_allclose(k[0, 1, :, 1, 0], K[:2, 1:].sum((0, 1)), rtol=1e-6)
+  np.testing.assert_allclose(k[1, 0, :, 1, 0], K[2, 0], rtol=1e-6)
+  # Every phase's taps add up to the whole kernel.
+  np.testing.assert_allclose(
+    k.sum((0, 1)), np.broadcast_to(K.sum((0, 1))[:, None, None], (2, 2, 2, 3)), rtol=1e-5
   )
 
 
@@ -74,13 +98,19 @@ def test_kernel_grad_is_the_conv_kernel_gradient(stride, size, channels, band):
 @pytest.mark.parametrize('name,loss', PAIRS)
 def test_conv_implementations_share_params_and_function(name, loss):
   L = jax.random.uniform(jax.random.key(3), (2, 32, 32, 1), maxval=100.0)
-  out, params = {}, {}
+  out, params, grads = {}, {}, {}
   for conv in ('xla', 'matmul'):
     model = models.create_model(models.ModelConfig(name=name, loss=loss, width=8, conv=conv))
     params[conv] = model.init(jax.random.key(0), L)
     out[conv] = model.apply(params['xla'], L)
+    grads[conv] = jax.jit(jax.grad(lambda p, m=model: jnp.mean(m.apply(p, L) ** 2)))(params['xla'])
   jax.tree.map(np.testing.assert_array_equal, params['xla'], params['matmul'])
   np.testing.assert_allclose(out['matmul'], out['xla'], atol=2e-4, rtol=1e-4)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=2e-3),
+    grads['matmul'],
+    grads['xla'],
+  )
   assert models.resolve_conv('auto') == 'matmul'  # these tests run on the CPU
   with pytest.raises(ValueError, match='conv must be one of'):
     models.ModelConfig(conv='winograd')
