@@ -23,7 +23,16 @@ from absl import app, flags
 from PIL import Image
 
 from bench import report
-from colorjax import constants, cpu_runtime, fullsize, inference, lab, models, onnx_export
+from colorjax import (
+  constants,
+  cpu_runtime,
+  fullsize,
+  host_memory,
+  inference,
+  lab,
+  models,
+  onnx_export,
+)
 
 _QUICK = flags.DEFINE_bool('quick', False, '128x128, 1 repetition, fewer photos and steps.')
 _SIZE = flags.DEFINE_integer('image_size', 256, 'Height and width of the timed images.')
@@ -36,6 +45,9 @@ _PHOTOS = flags.DEFINE_string(
 )
 _TRAIN_STEPS = flags.DEFINE_integer(
   'train_steps', 150, 'Adam steps at 64x64 before the quality check (0: random init).'
+)
+_ROUNDS = flags.DEFINE_integer(
+  'rounds', 10, 'Rounds of the interleaved training comparison (one step of each per round).'
 )
 _WRITE = flags.DEFINE_bool('write', True, 'Write the tables into docs/benchmarks.md.')
 
@@ -55,6 +67,23 @@ def throughput(step, batch, reps, iters=2):
       step()
     best = min(best, (time.perf_counter() - t) / iters)
   return batch / best
+
+
+def duel(steps, rounds):
+  """Seconds per step of each callable in steps (name -> step()), timed in alternation: one step
+  of each per round (after one warm-up round), so a shared host's slow spells hit all alike.
+  Returns (name -> median seconds, name -> the median over rounds of its step's seconds over the
+  first's: the first's speed relative to it)."""
+  names = list(steps)
+  for name in names:
+    steps[name]()
+  seconds = {name: [] for name in names}
+  for _ in tqdm.trange(rounds, desc='interleaved training steps'):
+    for name in names:
+      seconds[name].append(_seconds(steps[name]))
+  first = np.asarray(seconds[names[0]])
+  ratios = {name: float(np.median(np.asarray(seconds[name]) / first)) for name in names}
+  return {name: float(np.median(v)) for name, v in seconds.items()}, ratios
 
 
 def _seconds(fn):
@@ -110,6 +139,7 @@ def time_jax(size, batch, reps, rng):
     loss.block_until_ready()
 
   rows[('train', 'f32, conv=matmul')] = throughput(train_mm, batch, reps)
+  rows['train_fn'] = train_mm
   for dtype, conv in (('f32', 'xla'), ('f32', 'matmul'), ('bf16', 'xla')):
     net = models.SeedNet(dtype=jnp.bfloat16 if dtype == 'bf16' else jnp.float32, conv=conv)
     apply = jax.jit(lambda p, x, net=net: net.apply({'params': p}, x))
@@ -149,13 +179,15 @@ def time_torch(size, batch, reps, rng, threads):
     loss.backward()
     opt.step()
 
-  rows = {('train', 'f32'): throughput(train, batch, reps)}
+  rows = {('train', 'f32'): throughput(train, batch, reps), 'train_fn': train}
   net.eval()
   with torch.inference_mode():
     rows[('infer', 'f32')] = throughput(lambda: net(L), batch, reps)
     with torch.autocast('cpu', dtype=torch.bfloat16):
       rows[('infer', 'bf16')] = throughput(lambda: net(L), batch, reps)
-  return sum(p.numel() for p in net.parameters()), rows
+  n_params = sum(p.numel() for p in net.parameters())
+  net.train()
+  return n_params, rows
 
 
 def time_keras(size, batch, reps, rng, threads):
@@ -184,7 +216,8 @@ def time_keras(size, batch, reps, rng, threads):
   L, ab = fake_batch(batch, size, rng)
   net = build('float32')
   net.compile(keras.optimizers.Adam(1e-3), 'mse')
-  rows = {('train', 'f32'): throughput(lambda: net.train_on_batch(L, ab), batch, reps)}
+  train = lambda: net.train_on_batch(L, ab)
+  rows = {('train', 'f32'): throughput(train, batch, reps), 'train_fn': train}
   rows[('infer', 'f32')] = throughput(lambda: net.predict_on_batch(L), batch, reps)
   net16 = build('mixed_bfloat16')
   rows[('infer', 'bf16')] = throughput(lambda: net16.predict_on_batch(L), batch, reps)
@@ -319,6 +352,8 @@ def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps
 def main(argv):
   del argv
 
+  # As `python -m launch.train` runs (launch/__init__.py), for every framework in this process.
+  retained = host_memory.retain_freed_memory()
   size, reps = (128, 1) if _QUICK.value else (_SIZE.value, _REPS.value)
   batch, threads = _BATCH.value, _THREADS.value
   rng = np.random.default_rng(0)
@@ -334,6 +369,9 @@ def main(argv):
       print(f'skipping {name}: {e} (pip install "colorjax[bench]")')
       continue
     print(peer, results[name])
+  train_fns = {name: timed.pop('train_fn') for name, (_, timed) in results.items()}
+  rounds = 2 if _QUICK.value else _ROUNDS.value
+  step_seconds, step_ratios = duel(train_fns, rounds)
   photos = sorted(glob.glob(os.path.join(_PHOTOS.value, 'val2017', '*.jpg')))
   train_photos = sorted(glob.glob(os.path.join(_PHOTOS.value, 'train2017', '*.jpg')))
   cpu = cpu_settings(
@@ -358,7 +396,8 @@ def main(argv):
       rows.append([name, n_params or '-', mode, precision, ips, ips / base])
   notes = (
     f'{size}x{size}, batch {batch}, {threads} threads, best of {reps}; train = Adam + MSE. '
-    f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}.'
+    f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}; glibc malloc keeps freed memory for every '
+    f'framework (colorjax.host_memory, as launch.* sets it): {retained}.'
   )
   jax_rows = results['JAX/XLA (colorjax)'][1]
   for name in ('PyTorch', 'Keras/TF'):
@@ -369,6 +408,14 @@ def main(argv):
         f'with conv=matmul (the CPU default), {jax_rows[("train", "f32")] / peer:.2f}x with '
         'lax.conv.'
       )
+  duel_rows = [
+    [name, batch / step_seconds[name], step_ratios[name]] for name in step_seconds
+  ]  # fmt: skip
+  notes += (
+    f'\n\nTraining interleaved, {rounds} rounds of one step each (colorjax conv=matmul, the CPU '
+    "default; the peers float32), median images/s and the median of the rounds' ratios:\n\n"
+    + report.table(['framework', 'images/s', 'colorjax / framework'], duel_rows)
+  )
   command = 'python -m bench.peers' + (' --quick' if _QUICK.value else '')
   peers_body = notes + '\n\n' + report.table(header, rows)
   if _WRITE.value:
