@@ -18,9 +18,10 @@ HEAD_STRIDES = (1, 2)
 GROUPS = 8  # GroupNorm groups in the U-Net
 # How 3x3 convolutions are computed (params and the function are the same): 'xla' is nn.Conv;
 # 'matmul' computes the kernel gradient as matmuls over shifted copies, band by band
-# (Conv3x3MatmulGrad, kernel_grad), which XLA's CPU backend trains ~1.6x faster, and a
-# convolution of an upsample2'd input as a 2x2 convolution at the input's resolution
-# (upsample2_conv3x3); 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
+# (Conv3x3MatmulGrad, kernel_grad), which XLA's CPU backend trains ~1.6x faster, a convolution
+# of an upsample2'd input as a 2x2 convolution at the input's resolution (upsample2_conv3x3),
+# stride-2 convolutions from polyphase components and wide stride-1 ones by Winograd's
+# F(2x2, 3x3); 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'matmul')
 
 
@@ -217,16 +218,54 @@ def _conv_stride2_input_grad(g_BxhxwxN, kernel_3x3xCxN):
   return jnp.stack(rows, axis=2).reshape(B, 2 * h, 2 * w, -1)  # (B, h, a, w, b, C)
 
 
+# Winograd F(2x2, 3x3): a stride-1 3x3 convolution as 16 matmuls over 2x2 output tiles, 4 rather
+# than 9 multiplications an output; it pays where the matmuls dominate the tile transforms.
+WINOGRAD_MIN_CHANNELS = 256
+_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+
+
+def _winograd(x_BxHxWxC):
+  _, H, W, C = x_BxHxWxC.shape
+  return H % 2 == 0 and W % 2 == 0 and C >= WINOGRAD_MIN_CHANNELS
+
+
+def _input_transform(a0, a1, a2, a3):
+  """B^T along one axis of a 4-row tile."""
+  return a0 - a2, a1 + a2, a2 - a1, a1 - a3
+
+
+def _winograd_conv(x_BxHxWxC, kernel_3x3xCxN):
+  """_lax_conv(x, kernel, 1) for even H and W, by Winograd F(2x2, 3x3)."""
+  B, H, W, C = x_BxHxWxC.shape
+  N = kernel_3x3xCxN.shape[-1]
+  h, w = H // 2, W // 2
+  U = jnp.einsum('ui,ijcn,vj->uvcn', _WINO_G, kernel_3x3xCxN, _WINO_G)  # (4, 4, C, N)
+  xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  even, odd = xp[:, 0::2], xp[:, 1::2]  # tile rows 2t, 2t + 1 and (shifted by one) 2t + 2, 2t + 3
+  M = []
+  for u, r in enumerate(_input_transform(even[:, :h], odd[:, :h], even[:, 1:], odd[:, 1:])):
+    e, o = r[:, :, 0::2], r[:, :, 1::2]
+    tiles = _input_transform(e[:, :, :w], o[:, :, :w], e[:, :, 1:], o[:, :, 1:])
+    M.append([jnp.matmul(t.reshape(-1, C), U[u, v]) for v, t in enumerate(tiles)])
+  # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] along both axes.
+  rows = ([a + b + c for a, b, c in zip(*M[:3])], [b - c - d for b, c, d in zip(*M[1:])])
+  y = jnp.stack([jnp.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]]) for r in rows])
+  return y.reshape(2, 2, B, h, w, N).transpose(2, 3, 0, 4, 1, 5).reshape(B, H, W, N)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
   """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by kernel_grad.
 
   The value and the input gradient are XLA's convolutions (at stride 2 on even sizes, of the
-  polyphase components); XLA's CPU backend computes the kernel gradient (a convolution over the
-  batch) several times slower than this matmul.
+  polyphase components), or Winograd's matmuls (_winograd_conv) where both have at least
+  WINOGRAD_MIN_CHANNELS channels; XLA's CPU backend computes the kernel gradient (a convolution
+  over the batch) several times slower than this matmul.
   """
   if stride == 2 and _stride2_phases(x_BxHxWxC):
     return _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN)
+  if stride == 1 and _winograd(x_BxHxWxC) and kernel_3x3xCxN.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+    return _winograd_conv(x_BxHxWxC, kernel_3x3xCxN)
   return _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride)
 
 
@@ -238,6 +277,8 @@ def _conv_bwd(stride, residuals, g_BxhxwxN):
   x, kernel = residuals
   if stride == 2 and _stride2_phases(x):
     dx = _conv_stride2_input_grad(g_BxhxwxN, kernel)
+  elif stride == 1 and _winograd(g_BxhxwxN) and x.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+    dx = _winograd_conv(g_BxhxwxN, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
   else:
     (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
   if g_BxhxwxN.shape[-1] < KERNEL_GRAD_MIN_FEATURES:

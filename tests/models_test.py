@@ -41,11 +41,12 @@ def test_param_counts_and_no_batch_stats():
 @pytest.mark.parametrize('size', [(8, 8), (7, 9)])
 # Input, output channels: kernel_grad's matmuls (>= KERNEL_GRAD_MIN_FEATURES outputs) or XLA's
 # kernel gradient (fewer); >= PHASE_MIN_CHANNELS inputs take the polyphase stride-2 form on even
-# sizes.
-@pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8)])
+# sizes, >= WINOGRAD_MIN_CHANNELS inputs and outputs Winograd's at stride 1.
+@pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8), (256, 256)])
 def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
   C, features = channels
   assert models.KERNEL_GRAD_MIN_FEATURES == 8 and models.PHASE_MIN_CHANNELS == 32
+  assert models.WINOGRAD_MIN_CHANNELS == 256
   x = jax.random.normal(jax.random.key(1), (2, *size, C))
   conv = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME')
   ref = conv.apply if not upsample else lambda p, x: conv.apply(p, models.upsample2(x))
