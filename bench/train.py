@@ -11,7 +11,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import pipeline, report
-from colorjax import augment, models, parallel, train
+from colorjax import augment, host_memory, models, parallel, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('sizes', ['128', '256'], 'Image sizes to time.')
@@ -69,6 +69,7 @@ def _train_rate(size, dtype, batch_size, steps, mode):
 
 def main(argv):
   del argv
+  host_memory.retain_freed_memory()  # as `python -m launch.train` runs
   rows = []
   for size in map(int, FLAGS.sizes):
     base = None

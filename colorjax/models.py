@@ -240,6 +240,7 @@ def _winograd_conv(x_BxHxWxC, kernel_3x3xCxN):
   N = kernel_3x3xCxN.shape[-1]
   h, w = H // 2, W // 2
   U = jnp.einsum('ui,ijcn,vj->uvcn', _WINO_G, kernel_3x3xCxN, _WINO_G)  # (4, 4, C, N)
+  U = U.astype(x_BxHxWxC.dtype)
   xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
   even, odd = xp[:, 0::2], xp[:, 1::2]  # tile rows 2t, 2t + 1 and (shifted by one) 2t + 2, 2t + 3
   M = []

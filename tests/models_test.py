@@ -64,6 +64,24 @@ def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
   )
 
 
+@pytest.mark.parametrize(
+  'stride,upsample,channels', [(1, False, (256, 256)), (2, False, (32, 8)), (1, True, (5, 12))]
+)
+def test_conv3x3_matmul_grad_keeps_bfloat16(stride, upsample, channels):
+  C, features = channels
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, C)).astype(jnp.bfloat16)
+  conv = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME', dtype=jnp.bfloat16)
+  ref = conv.apply if not upsample else lambda p, x: conv.apply(p, models.upsample2(x))
+  mine = models.Conv3x3MatmulGrad(features, stride, dtype=jnp.bfloat16, upsample=upsample)
+  params = conv.init(jax.random.key(2), x)
+  loss = lambda f: lambda p, x: jnp.sum(f(p, x).astype(jnp.float32) ** 2)
+  y, y_ref = mine.apply(params, x), ref(params, x)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32), atol=0.1, rtol=0.05)
+  got, want = (jax.grad(loss(f), argnums=(0, 1))(params, x) for f in (mine.apply, ref))
+  assert jax.tree.map(lambda a: a.dtype, got) == jax.tree.map(lambda a: a.dtype, want)
+
+
 def test_upsample_kernel_sums_the_taps_each_phase_reads():
   kernel = jax.random.normal(jax.random.key(7), (3, 3, 2, 3))
   k = np.asarray(models.upsample_kernel(kernel)).reshape(2, 2, 2, 2, 2, 3)  # t, u, C, a, b, N
