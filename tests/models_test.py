@@ -41,8 +41,8 @@ def test_param_counts_and_no_batch_stats():
 @pytest.mark.parametrize('size', [(8, 8), (7, 9)])
 # Input, output channels: kernel_grad's matmuls (>= KERNEL_GRAD_MIN_FEATURES outputs) or XLA's
 # kernel gradient (fewer); >= PHASE_MIN_CHANNELS inputs take the polyphase stride-2 form on even
-# sizes, >= WINOGRAD_MIN_CHANNELS inputs and outputs Winograd's at stride 1.
-@pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8), (256, 256)])
+# sizes. Winograd's form needs more pixels: test_winograd_conv_is_lax_conv.
+@pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8)])
 def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
   C, features = channels
   assert models.KERNEL_GRAD_MIN_FEATURES == 8 and models.PHASE_MIN_CHANNELS == 32
@@ -69,7 +69,8 @@ def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
 )
 def test_conv3x3_matmul_grad_keeps_bfloat16(stride, upsample, channels):
   C, features = channels
-  x = jax.random.normal(jax.random.key(1), (2, 8, 8, C)).astype(jnp.bfloat16)
+  side = 32 if C >= models.WINOGRAD_MIN_CHANNELS else 8  # Winograd's form needs 32x32
+  x = jax.random.normal(jax.random.key(1), (1, side, side, C)).astype(jnp.bfloat16)
   conv = models.nn.Conv(features, (3, 3), strides=stride, padding='SAME', dtype=jnp.bfloat16)
   ref = conv.apply if not upsample else lambda p, x: conv.apply(p, models.upsample2(x))
   mine = models.Conv3x3MatmulGrad(features, stride, dtype=jnp.bfloat16, upsample=upsample)
@@ -80,6 +81,20 @@ def test_conv3x3_matmul_grad_keeps_bfloat16(stride, upsample, channels):
   np.testing.assert_allclose(y.astype(np.float32), y_ref.astype(np.float32), atol=0.1, rtol=0.05)
   got, want = (jax.grad(loss(f), argnums=(0, 1))(params, x) for f in (mine.apply, ref))
   assert jax.tree.map(lambda a: a.dtype, got) == jax.tree.map(lambda a: a.dtype, want)
+
+
+@pytest.mark.parametrize('size', [(32, 32), (32, 34)])
+def test_winograd_conv_is_lax_conv(size):
+  x = jax.random.normal(jax.random.key(8), (1, *size, 256))
+  kernel = jax.random.normal(jax.random.key(9), (3, 3, 256, 256)) * 0.05
+  assert models._winograd(x) and not models._winograd(x[:, :16, :16])  # too few pixels
+  f = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+  mine = lambda x, k: models.conv3x3_matmul_grad(x, k, 1)
+  ref = lambda x, k: models._lax_conv(x, k, 1)
+  np.testing.assert_allclose(models._winograd_conv(x, kernel), ref(x, kernel), atol=1e-4)
+  got, want = (jax.grad(f(c), argnums=(0, 1))(x, kernel) for c in (mine, ref))
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
 def test_upsample_kernel_sums_the_taps_each_phase_reads():
