@@ -227,9 +227,11 @@ WINOGRAD_MIN_PIXELS = 32 * 32
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
 
 
-def _winograd(x_BxHxWxC):
+def _winograd(x_BxHxWxC, kernel_3x3xCxN):
+  """Whether a stride-1 convolution (and so its input gradient) takes _winograd_conv."""
   _, H, W, C = x_BxHxWxC.shape
-  return H % 2 == 0 and W % 2 == 0 and C >= WINOGRAD_MIN_CHANNELS and H * W >= WINOGRAD_MIN_PIXELS
+  wide = min(C, kernel_3x3xCxN.shape[-1]) >= WINOGRAD_MIN_CHANNELS
+  return H % 2 == 0 and W % 2 == 0 and wide and H * W >= WINOGRAD_MIN_PIXELS
 
 
 def _input_transform(a0, a1, a2, a3):
@@ -268,7 +270,7 @@ def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
   """
   if stride == 2 and _stride2_phases(x_BxHxWxC):
     return _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN)
-  if stride == 1 and _winograd(x_BxHxWxC) and kernel_3x3xCxN.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+  if stride == 1 and _winograd(x_BxHxWxC, kernel_3x3xCxN):
     return _winograd_conv(x_BxHxWxC, kernel_3x3xCxN)
   return _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride)
 
@@ -281,7 +283,7 @@ def _conv_bwd(stride, residuals, g_BxhxwxN):
   x, kernel = residuals
   if stride == 2 and _stride2_phases(x):
     dx = _conv_stride2_input_grad(g_BxhxwxN, kernel)
-  elif stride == 1 and _winograd(g_BxhxwxN) and x.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+  elif stride == 1 and _winograd(x, kernel):
     dx = _winograd_conv(g_BxhxwxN, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
   else:
     (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
