@@ -11,7 +11,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import pipeline, report
-from colorjax import augment, host_memory, models, parallel, train
+from colorjax import augment, convs, host_memory, models, parallel, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('sizes', ['128', '256'], 'Image sizes to time.')
@@ -23,7 +23,7 @@ flags.DEFINE_integer('loader_seconds', 5, 'Seconds to time the input pipeline.')
 flags.DEFINE_bool(
   'unbanded',
   True,
-  'Also time float32 with the kernel gradient unbanded (models.kernel_grad band 0).',
+  'Also time float32 with the kernel gradient unbanded (convs.kernel_grad band 0).',
 )
 
 # Published numbers for scale (256 px): this project's brief; the report.
@@ -33,14 +33,14 @@ REFERENCES = (
 )
 
 
-def train_rate(size, dtype, batch_size, steps, mode, band=models.KERNEL_GRAD_BAND):
+def train_rate(size, dtype, batch_size, steps, mode, band=convs.KERNEL_GRAD_BAND):
   """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam); band:
   the kernel gradient's band (conv='matmul', the CPU default)."""
-  default, models.KERNEL_GRAD_BAND = models.KERNEL_GRAD_BAND, band
+  default, convs.KERNEL_GRAD_BAND = convs.KERNEL_GRAD_BAND, band
   try:
     return _train_rate(size, dtype, batch_size, steps, mode)
   finally:
-    models.KERNEL_GRAD_BAND = default
+    convs.KERNEL_GRAD_BAND = default
 
 
 def _train_rate(size, dtype, batch_size, steps, mode):
@@ -73,7 +73,7 @@ def main(argv):
   rows = []
   for size in map(int, FLAGS.sizes):
     base = None
-    variants = [(d, models.KERNEL_GRAD_BAND) for d in FLAGS.dtypes]
+    variants = [(d, convs.KERNEL_GRAD_BAND) for d in FLAGS.dtypes]
     variants += [('float32', 0)] if FLAGS.unbanded else []
     for dtype, band in variants:
       rate, loss = train_rate(size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel, band)
@@ -106,7 +106,7 @@ def main(argv):
     + f'\n\nTrain steps include on-device dequantization and augmentation; {FLAGS.steps} '
     f'timed steps after one compile step, parallel={FLAGS.parallel}. On a CPU, 3x3 convolutions '
     "take conv='matmul' (models.Conv3x3MatmulGrad): their kernel gradient scans bands of "
-    f'{models.KERNEL_GRAD_BAND} output positions; the unbanded row (band 0) cuts each tap from '
+    f'{convs.KERNEL_GRAD_BAND} output positions; the unbanded row (band 0) cuts each tap from '
     'the whole batch instead. For scale: ' + REFERENCES
   )
   report.write_section(
