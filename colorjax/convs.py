@@ -161,6 +161,20 @@ def _input_transform(a0, a1, a2, a3):
   return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
+def _winograd_tiles(x_BxHxWxC):
+  """B^T d B of every 4x4 input tile d (rows and columns 2t .. 2t + 3 of x padded by 1), the
+  input transform of F(2x2, 3x3): a 4x4 nested list of (B, H/2, W/2, C) arrays, for even H, W."""
+  _, H, W, _ = x_BxHxWxC.shape
+  h, w = H // 2, W // 2
+  xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  even, odd = xp[:, 0::2], xp[:, 1::2]  # tile rows 2t, 2t + 1 and (shifted by one) 2t + 2, 2t + 3
+  tiles = []
+  for r in _input_transform(even[:, :h], odd[:, :h], even[:, 1:], odd[:, 1:]):
+    e, o = r[:, :, 0::2], r[:, :, 1::2]
+    tiles.append(_input_transform(e[:, :, :w], o[:, :, :w], e[:, :, 1:], o[:, :, 1:]))
+  return tiles
+
+
 def _winograd_conv(x_BxHxWxC, kernel_3x3xCxN):
   """_lax_conv(x, kernel, 1) for even H and W, by Winograd F(2x2, 3x3)."""
   B, H, W, C = x_BxHxWxC.shape
@@ -168,27 +182,58 @@ def _winograd_conv(x_BxHxWxC, kernel_3x3xCxN):
   h, w = H // 2, W // 2
   U = jnp.einsum('ui,ijcn,vj->uvcn', _WINO_G, kernel_3x3xCxN, _WINO_G)  # (4, 4, C, N)
   U = U.astype(x_BxHxWxC.dtype)
-  xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  even, odd = xp[:, 0::2], xp[:, 1::2]  # tile rows 2t, 2t + 1 and (shifted by one) 2t + 2, 2t + 3
-  M = []
-  for u, r in enumerate(_input_transform(even[:, :h], odd[:, :h], even[:, 1:], odd[:, 1:])):
-    e, o = r[:, :, 0::2], r[:, :, 1::2]
-    tiles = _input_transform(e[:, :, :w], o[:, :, :w], e[:, :, 1:], o[:, :, 1:])
-    M.append([jnp.matmul(t.reshape(-1, C), U[u, v]) for v, t in enumerate(tiles)])
+  M = [
+    [jnp.matmul(t.reshape(-1, C), U[u, v]) for v, t in enumerate(row)]
+    for u, row in enumerate(_winograd_tiles(x_BxHxWxC))
+  ]
   # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] along both axes.
   rows = ([a + b + c for a, b, c in zip(*M[:3])], [b - c - d for b, c, d in zip(*M[1:])])
   y = jnp.stack([jnp.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]]) for r in rows])
   return y.reshape(2, 2, B, h, w, N).transpose(2, 3, 0, 4, 1, 5).reshape(B, H, W, N)
 
 
+# The kernel gradient by the same tiles: with the convolution's value sum_uv A[u, o] A[v, p]
+# (G K G^T)_uv (B^T d B)_uv over a tile's outputs (o, p), its gradient with respect to K is
+#   dK = G^T [sum over tiles (A g A^T) * (B^T d B)] G,
+# g the tile's 2x2 output gradient: 16 matmuls over tiles, (T, C)^T (T, N), 16 multiplications for
+# a tile's 36 products; 1.2-2x faster than kernel_grad from 16 channels at any size (1.07x at 8x8
+# pixels and 512 channels), 0.9x at 8 channels.
+WINOGRAD_KERNEL_GRAD_MIN_CHANNELS = 16
+
+
+def _winograd_kernel_grad_applies(x_BxHxWxC):
+  _, H, W, C = x_BxHxWxC.shape
+  return H % 2 == 0 and W % 2 == 0 and C >= WINOGRAD_KERNEL_GRAD_MIN_CHANNELS
+
+
+def _grad_transform(g0, g1):
+  """A g along one axis of a 2-row output-gradient tile (A = [[1, 0], [1, 1], [1, -1], [0, -1]])."""
+  return g0, g0 + g1, g0 - g1, -g1
+
+
+def winograd_kernel_grad(x_BxHxWxC, g_BxHxWxN):
+  """The kernel gradient (3, 3, C, N) of a stride-1 3x3 'SAME' convolution for even H and W, by
+  the transpose of Winograd's F(2x2, 3x3); products accumulate in float32."""
+  C, N = x_BxHxWxC.shape[-1], g_BxHxWxN.shape[-1]
+  dot = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+  g = g_BxHxWxN
+  M = []
+  for row, q in zip(_winograd_tiles(x_BxHxWxC), _grad_transform(g[:, 0::2], g[:, 1::2])):
+    grads = _grad_transform(q[:, :, 0::2], q[:, :, 1::2])
+    M.append([dot(t.reshape(-1, C).T, d.reshape(-1, N)) for t, d in zip(row, grads)])
+  return jnp.einsum('ui,vj,uvcn->ijcn', _WINO_G, _WINO_G, jnp.asarray(M))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
-  """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by kernel_grad.
+  """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by matmuls.
 
   The value and the input gradient are XLA's convolutions (at stride 2 on even sizes, of the
   polyphase components), or Winograd's matmuls (_winograd_conv) where both have at least
-  WINOGRAD_MIN_CHANNELS channels; XLA's CPU backend computes the kernel gradient (a convolution
-  over the batch) several times slower than this matmul.
+  WINOGRAD_MIN_CHANNELS channels. The kernel gradient, which XLA's CPU backend computes (as a
+  convolution over the batch) several times slower than matmuls, is XLA's only below
+  KERNEL_GRAD_MIN_FEATURES output features; else winograd_kernel_grad at stride 1 on even sizes
+  from WINOGRAD_KERNEL_GRAD_MIN_CHANNELS input channels, else kernel_grad.
   """
   if stride == 2 and _stride2_phases(x_BxHxWxC):
     return _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN)
@@ -212,6 +257,8 @@ def _conv_bwd(stride, residuals, g_BxhxwxN):
   if g_BxhxwxN.shape[-1] < KERNEL_GRAD_MIN_FEATURES:
     (dk,) = jax.vjp(lambda k: _lax_conv(x, k, stride), kernel)[1](g_BxhxwxN)
     return dx, dk
+  if stride == 1 and _winograd_kernel_grad_applies(x):
+    return dx, winograd_kernel_grad(x, g_BxhxwxN).astype(kernel.dtype)
   # KERNEL_GRAD_BAND is read when the step is traced (bench.train sets it to 0 for a baseline).
   return dx, kernel_grad(x, g_BxhxwxN, stride, KERNEL_GRAD_BAND).astype(kernel.dtype)
 

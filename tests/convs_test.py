@@ -13,12 +13,13 @@ from colorjax import convs, models
 @pytest.mark.parametrize('size', [(8, 8), (7, 9)])
 # Input, output channels: kernel_grad's matmuls (>= KERNEL_GRAD_MIN_FEATURES outputs) or XLA's
 # kernel gradient (fewer); >= PHASE_MIN_CHANNELS inputs take the polyphase stride-2 form on even
-# sizes. Winograd's form needs more pixels: test_winograd_conv_is_lax_conv.
+# sizes, >= WINOGRAD_KERNEL_GRAD_MIN_CHANNELS the Winograd kernel gradient at stride 1 on even
+# sizes. Winograd's convolution needs more pixels: test_winograd_conv_is_lax_conv.
 @pytest.mark.parametrize('channels', [(5, 12), (5, 3), (32, 8)])
 def test_conv3x3_matmul_grad_is_nn_conv(stride, upsample, size, channels):
   C, features = channels
   assert convs.KERNEL_GRAD_MIN_FEATURES == 8 and convs.PHASE_MIN_CHANNELS == 32
-  assert convs.WINOGRAD_MIN_CHANNELS == 256
+  assert convs.WINOGRAD_MIN_CHANNELS == 256 and convs.WINOGRAD_KERNEL_GRAD_MIN_CHANNELS == 16
   x = jax.random.normal(jax.random.key(1), (2, *size, C))
   conv = nn.Conv(features, (3, 3), strides=stride, padding='SAME')
   ref = conv.apply if not upsample else lambda p, x: conv.apply(p, models.upsample2(x))
@@ -99,3 +100,23 @@ def test_kernel_grad_is_the_conv_kernel_gradient(stride, size, channels, band):
   got = convs.kernel_grad(x, g, stride, band=band)
   assert got.shape == kernel.shape and got.dtype == jnp.float32
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (6, 10), (2, 2)])
+@pytest.mark.parametrize('channels', [(16, 8), (24, 40)])
+def test_winograd_kernel_grad_is_the_conv_kernel_gradient(size, channels):
+  C, N = channels
+  x = jax.random.normal(jax.random.key(10), (2, *size, C))
+  kernel = jax.random.normal(jax.random.key(11), (3, 3, C, N))
+  y, vjp = jax.vjp(lambda k: convs._lax_conv(x, k, 1), kernel)
+  g = jax.random.normal(jax.random.key(12), y.shape)
+  (expected,) = vjp(g)  # XLA's convolution gradient
+  assert convs._winograd_kernel_grad_applies(x)
+  got = convs.winograd_kernel_grad(x, g)
+  assert got.shape == kernel.shape and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+  # Odd sizes and fewer channels take kernel_grad.
+  assert not convs._winograd_kernel_grad_applies(x[:, 1:])
+  assert not convs._winograd_kernel_grad_applies(
+    x[..., : convs.WINOGRAD_KERNEL_GRAD_MIN_CHANNELS - 1]
+  )
