@@ -105,9 +105,10 @@ def main(argv):
     report.table(['what', 'dtype', 'batch', 'images/s', 'vs float32', 'last loss'], rows)
     + f'\n\nTrain steps include on-device dequantization and augmentation; {FLAGS.steps} '
     f'timed steps after one compile step, parallel={FLAGS.parallel}. On a CPU, 3x3 convolutions '
-    "take conv='matmul' (models.Conv3x3MatmulGrad): their kernel gradient scans bands of "
-    f'{convs.KERNEL_GRAD_BAND} output positions; the unbanded row (band 0) cuts each tap from '
-    'the whole batch instead. For scale: ' + REFERENCES
+    "take conv='matmul' (models.Conv3x3MatmulGrad, colorjax.convs): the kernel gradient of "
+    "stride-1 layers is Winograd's (convs.winograd_kernel_grad); that of the others "
+    f'(convs.kernel_grad) scans bands of {convs.KERNEL_GRAD_BAND} output positions, and the '
+    'unbanded row (band 0) cuts each tap from the whole batch instead. For scale: ' + REFERENCES
   )
   report.write_section(
     'train',
