@@ -1,10 +1,11 @@
 """Fast forms of the 3x3 'SAME' convolutions of colorjax's networks on XLA's CPU backend.
 
 Each function here computes the same value and gradients as lax.conv (up to float rounding), in a
-form XLA's CPU backend runs faster: kernel gradients as matmuls (kernel_grad), stride-2
-convolutions from polyphase components, wide stride-1 convolutions by Winograd's F(2x2, 3x3), and
-upsample2 followed by a convolution as one 2x2 convolution at the input's resolution
-(upsample2_conv3x3). models.Conv3x3MatmulGrad wraps them as a Flax layer (conv='matmul').
+form XLA's CPU backend runs faster: kernel gradients as matmuls, by Winograd's F(2x2, 3x3) at
+stride 1 (winograd_kernel_grad) or over shifted taps (kernel_grad); stride-2 convolutions from
+polyphase components; wide stride-1 convolutions by Winograd's F(2x2, 3x3); and upsample2
+followed by a convolution as one 2x2 convolution at the input's resolution (upsample2_conv3x3).
+models.Conv3x3MatmulGrad wraps them as a Flax layer (conv='matmul').
 """
 
 import functools
@@ -47,8 +48,8 @@ def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride, band=KERNEL_GRAD_BAND):
   as one (R w, 9 C)^T (R w, N) matmul for C >= 128, or as 9 matmuls for fewer channels (there the
   im2col concatenation costs more than it saves). band=0 takes each tap over the whole batch
   instead, streaming both tensors from memory 9 times: bench.train times it as the baseline (the
-  scan trains the seed network 1.27x faster at 256 px, 1.05x at 128 px, on a 2-core CPU).
-  Products accumulate in float32.
+  scan, now used by the seed network's stride-2 layers, trains it 1.25x faster at 256 px and as
+  fast at 128 px, on a 2-core CPU). Products accumulate in float32.
   """
   B, H, W, C = x_BxHxWxC.shape
   _, h, w, N = g_BxhxwxN.shape
