@@ -30,6 +30,15 @@ def window_taps(x_padded_xHpxWpxC, stride, h, w):
           for i in range(3) for j in range(3)]  # fmt: skip
 
 
+def _dot_f32(a, b):
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _taps_times_grad(taps_PxC, g_PxN):
+  """tap^T g for each (P, C) tap, stacked: a kernel gradient tap by tap, in float32."""
+  return jnp.stack([_dot_f32(t.T, g_PxN) for t in taps_PxC])
+
+
 # Output positions per band of kernel_grad's scan (whole rows of one image): a band's input rows
 # and gradient rows (~0.5-2 MB at the seed network's widths) stay in cache while its 9 taps are
 # cut and multiplied.
@@ -54,13 +63,11 @@ def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride, band=KERNEL_GRAD_BAND):
   B, H, W, C = x_BxHxWxC.shape
   _, h, w, N = g_BxhxwxN.shape
   s = stride
-  dot = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
   (top, bottom), (left, right) = same_padding(H, s), same_padding(W, s)
   if band == 0:
     xp = jnp.pad(x_BxHxWxC, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    g_MxN = g_BxhxwxN.reshape(-1, N)
-    taps = window_taps(xp, s, h, w)
-    return jnp.stack([dot(t.reshape(-1, C).T, g_MxN) for t in taps]).reshape(3, 3, C, N)
+    taps = [t.reshape(-1, C) for t in window_taps(xp, s, h, w)]
+    return _taps_times_grad(taps, g_BxhxwxN.reshape(-1, N)).reshape(3, 3, C, N)
   R = max(1, min(h, band // w))
   bands = -(-h // R)
   g = jnp.pad(g_BxhxwxN, ((0, 0), (0, bands * R - h), (0, 0), (0, 0)))  # zero rows add nothing
@@ -74,9 +81,9 @@ def kernel_grad(x_BxHxWxC, g_BxhxwxN, stride, band=KERNEL_GRAD_BAND):
     g_band = jax.lax.dynamic_slice(g, (b, j * R, 0, 0), (1, R, w, N))[0].reshape(R * w, N)
     taps = [t.reshape(R * w, C) for t in window_taps(x_band, s, R, w)]
     if C >= 128:
-      d = dot(jnp.concatenate(taps, axis=1).T, g_band).reshape(9, C, N)
+      d = _dot_f32(jnp.concatenate(taps, axis=1).T, g_band).reshape(9, C, N)
     else:
-      d = jnp.stack([dot(t.T, g_band) for t in taps])
+      d = _taps_times_grad(taps, g_band)
     return acc_9xCxN + d, None
 
   init = jnp.zeros((9, C, N), jnp.float32)
@@ -216,12 +223,11 @@ def winograd_kernel_grad(x_BxHxWxC, g_BxHxWxN):
   """The kernel gradient (3, 3, C, N) of a stride-1 3x3 'SAME' convolution for even H and W, by
   the transpose of Winograd's F(2x2, 3x3); products accumulate in float32."""
   C, N = x_BxHxWxC.shape[-1], g_BxHxWxN.shape[-1]
-  dot = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
   g = g_BxHxWxN
   M = []
   for row, q in zip(_winograd_tiles(x_BxHxWxC), _grad_transform(g[:, 0::2], g[:, 1::2])):
     grads = _grad_transform(q[:, :, 0::2], q[:, :, 1::2])
-    M.append([dot(t.reshape(-1, C).T, d.reshape(-1, N)) for t, d in zip(row, grads)])
+    M.append([_dot_f32(t.reshape(-1, C).T, d.reshape(-1, N)) for t, d in zip(row, grads)])
   return jnp.einsum('ui,vj,uvcn->ijcn', _WINO_G, _WINO_G, jnp.asarray(M))
 
 
@@ -323,9 +329,8 @@ def _conv2x2_bwd(residuals, g_BxHxWxM):
   flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
   dx = _padded_conv(g_BxHxWxM, flipped, ((0, 1), (0, 1)))[:, :h, :w]
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  g_PxM = g_BxHxWxM.reshape(-1, M)
   taps = [xp[:, i : i + h + 1, j : j + w + 1].reshape(-1, C) for i in (0, 1) for j in (0, 1)]
-  dk = jnp.stack([jnp.matmul(t.T, g_PxM, preferred_element_type=jnp.float32) for t in taps])
+  dk = _taps_times_grad(taps, g_BxHxWxM.reshape(-1, M))
   return dx, dk.reshape(2, 2, C, M).astype(kernel.dtype)
 
 
