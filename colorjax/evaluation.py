@@ -11,8 +11,16 @@ import grain
 import numpy as np
 import tqdm
 
-from colorjax import colorize_files, inference, input_pipeline, lab, metrics, records, visualize
-from data_prep import images as data_images
+from colorjax import (
+  colorize_files,
+  image_io,
+  inference,
+  input_pipeline,
+  lab,
+  metrics,
+  records,
+  visualize,
+)
 
 GRAY = 'gray'  # the all-gray baseline (ab = 0)
 IMAGES_PER_FIGURE = 4
@@ -46,8 +54,8 @@ def load_eval_images(source, image_size=256, *, max_images=None, split='val'):
     if max_images is not None and len(images) >= max_images:
       break
     try:
-      rgb = data_images.load_rgb8(path, image_size, resize='crop', min_size=1)
-    except data_images.Skip as e:
+      rgb = image_io.load_rgb8(path, image_size, resize='crop', min_size=1)
+    except image_io.Skip as e:
       logging.warning('skipping %s: %s', path, e)
       continue
     lab_img = lab.rgb8_to_lab(rgb)

@@ -2,36 +2,20 @@
 the network's ab, upsampled, to the photo's own L (chroma reduced where needed to stay in sRGB)."""
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from colorjax import constants, lab
+from colorjax import constants, image_io, lab
 
 _PIXELS_PER_CHUNK = 1 << 20  # full-resolution pixels joined at a time: bounds memory for any photo
 
 
-def read_image(image):
-  """A path, PIL image or uint8 array (H, W[, 1|3|4]) -> uint8 (H, W) gray or (H, W, 3) RGB."""
-  if isinstance(image, (str, pathlib.Path)):
-    with Image.open(image) as pil:
-      return read_image(ImageOps.exif_transpose(pil))
-  if isinstance(image, Image.Image):
-    gray = image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F')
-    image = np.asarray(image.convert('L' if gray else 'RGB'))
-  image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise ValueError(f'expected a uint8 image, got {image.dtype}')
-  if image.ndim == 3 and image.shape[-1] == 1:
-    image = image[..., 0]
-  elif image.ndim == 3 and image.shape[-1] == 4:
-    image = image[..., :3]
-  if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)) or 0 in image.shape:
-    raise ValueError(f'expected a grayscale or RGB image, got shape {image.shape}')
-  return image
+def read_image(image, *, max_pixels=None, max_bytes=None):
+  """A path, bytes, PIL image or array -> uint8 gray (H, W) or RGB (H, W, 3), by image_io."""
+  return image_io.read_image(image, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
 _GRAY8_TO_L = lab.rgb8_to_lab(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))[:, 0]

@@ -204,7 +204,7 @@ def test_read_image_inputs_and_errors():
   assert fullsize.read_image(Image.new('L', (7, 5))).shape == (5, 7)
   assert fullsize.read_image(np.zeros((5, 7, 1), np.uint8)).shape == (5, 7)
   with pytest.raises(ValueError, match='uint8'):
-    fullsize.read_image(np.zeros((5, 7, 3), np.float32))
+    fullsize.read_image(np.zeros((5, 7, 3), np.int32))  # uint16 and floats in [0, 1] are read
   with pytest.raises(ValueError, match='grayscale or RGB'):
     fullsize.read_image(np.zeros((5, 7, 2), np.uint8))
 
