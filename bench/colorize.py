@@ -71,7 +71,7 @@ def main(argv):
   del argv
   colorizer = inference.load(_CHECKPOINT.value) if _CHECKPOINT.value else random_colorizer()
   size = colorizer.config.image_size
-  run = inference.jax_predictor(colorizer)
+  run1, run8 = inference.batch_predictor(colorizer, 1), inference.batch_predictor(colorizer, 8)
   n = _REPEATS.value
   rng = np.random.RandomState(0)
   L1 = rng.uniform(0, 100, (1, size, size)).astype(np.float32)
@@ -79,16 +79,16 @@ def main(argv):
   small = [photo(_PHOTO.value, size, size)] * 8
   big = photo(_PHOTO.value, 4000, 3000)
   L_big = fullsize.lightness(big)
-  ab_model = run(fullsize.model_input(big, size)[None])[0]
+  ab_model = run1(fullsize.model_input(big, size)[None])[0]
   ab_photo = lab.rgb8_to_lab(photo(_PHOTO.value, size, size))[..., 1:]  # a photo's own chroma
   backend, precision = colorize_files.resolve_backend('auto', 'auto')
   with tempfile.TemporaryDirectory() as tmp:
     cpu, setting = colorize_files.make_predictor(
-      colorizer, 'auto', 'auto', 1, fullsize.model_input(big, size)[None], tmp, temperature=None
+      colorizer, 'auto', 'auto', 1, fullsize.model_input(big, size)[None], tmp
     )
     cases = {
-      f'network alone, 1 x {size}x{size}': (lambda: run(L1), 1),
-      f'network alone, batch 8 x {size}x{size}': (lambda: run(L8), 8),
+      f'network alone, 1 x {size}x{size}': (lambda: run1(L1), 1),
+      f'network alone, batch 8 x {size}x{size}': (lambda: run8(L8), 8),
       f'colorize_image, 1 x {size}x{size} RGB': (
         lambda: inference.colorize_image(colorizer, small[0]),
         1,

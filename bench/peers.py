@@ -26,10 +26,12 @@ from bench import report
 from colorjax import (
   constants,
   cpu_runtime,
+  decoding,
   fullsize,
   host_memory,
   inference,
   lab,
+  metrics,
   models,
   onnx_export,
 )
@@ -41,7 +43,7 @@ _REPS = flags.DEFINE_integer('reps', 3, 'Timed runs per setting; the best counts
 _THREADS = flags.DEFINE_integer('threads', os.cpu_count(), 'CPU threads for every framework.')
 _PEERS = flags.DEFINE_list('peers', ['torch', 'keras'], 'Peers to time: torch, keras.')
 _PHOTOS = flags.DEFINE_string(
-  'photos', '/work/shared/data/coco', 'Folder with train2017/ and val2017/ JPEGs (quality check).'
+  'photos', None, 'Folder with train2017/ and val2017/ JPEGs (for the quality check; required).'
 )
 _TRAIN_STEPS = flags.DEFINE_integer(
   'train_steps', 150, 'Adam steps at 64x64 before the quality check (0: random init).'
@@ -50,11 +52,6 @@ _ROUNDS = flags.DEFINE_integer(
   'rounds', 10, 'Rounds of the interleaved training comparison (one step of each per round).'
 )
 _WRITE = flags.DEFINE_bool('write', True, 'Write the tables into docs/benchmarks.md.')
-
-# (features, stride) of the seed network's 3x3 convolutions before the decoder.
-ENCODER = (
-  (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1), (128, 1)
-)  # fmt: skip
 
 
 def throughput(step, batch, reps, iters=2):
@@ -155,7 +152,7 @@ def time_torch(size, batch, reps, rng, threads):
 
   torch.set_num_threads(threads)
   layers, cin = [], 1
-  for feats, stride in ENCODER:
+  for feats, stride in models.SEED_ENCODER:
     layers += [torch.nn.Conv2d(cin, feats, 3, stride, padding=1), torch.nn.ReLU()]
     cin = feats
   for feats in (64, 32):
@@ -202,7 +199,7 @@ def time_keras(size, batch, reps, rng, threads):
   def build(policy):
     keras.mixed_precision.set_dtype_policy(policy)
     layers = [keras.Input((size, size, 1))]
-    for feats, stride in ENCODER:
+    for feats, stride in models.SEED_ENCODER:
       layers.append(keras.layers.Conv2D(feats, 3, stride, 'same', activation='relu'))
     for feats in (64, 32):
       layers.append(keras.layers.UpSampling2D(2))
@@ -242,22 +239,14 @@ def load_photos(paths, size):
   return np.stack(out)
 
 
-def colorfulness(rgb_u8):
-  """Hasler and Suesstrunk's colorfulness of RGB images (..., H, W, 3), averaged."""
-
-  rgb = rgb_u8.astype(np.float64).reshape(-1, rgb_u8.shape[-3] * rgb_u8.shape[-2], 3)
-  rg, yb = rgb[..., 0] - rgb[..., 1], 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
-  std = np.sqrt(rg.std(-1) ** 2 + yb.std(-1) ** 2)
-  mean = np.sqrt(rg.mean(-1) ** 2 + yb.mean(-1) ** 2)
-  return float(np.mean(std + 0.3 * mean))
+def colorfulness(rgb_NxHxWx3):
+  """colorjax.metrics.colorfulness of each image, averaged."""
+  return float(np.mean([metrics.colorfulness(x) for x in rgb_NxHxWx3]))
 
 
-def psnr(a_u8, b_u8):
-  """PSNR in dB between uint8 images, per image then averaged."""
-
-  diff = a_u8.astype(np.float64) - b_u8.astype(np.float64)
-  mse = np.maximum(np.mean(diff.reshape(len(diff), -1) ** 2, -1), 1e-10)
-  return float(np.mean(10 * np.log10(255.0**2 / mse)))
+def psnr(a_NxHxWx3, b_NxHxWx3):
+  """colorjax.metrics.psnr of each pair of images, averaged (identical images count 100 dB)."""
+  return float(np.mean([min(metrics.psnr(a, b), 100.0) for a, b in zip(a_NxHxWx3, b_NxHxWx3)]))
 
 
 def to_rgb8(L, ab):
@@ -291,7 +280,7 @@ def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps
   val_L = lab.rgb8_to_lab(val_rgb)[..., :1]
   calib_L = lab.rgb8_to_lab(load_photos(train_paths[:16], size))[..., :1]
   timed_L = np.resize(val_L, (batch,) + val_L.shape[1:])
-  apply = jax.jit(lambda x: models.decode(config, models.SeedNet().apply({'params': params}, x)))
+  apply = jax.jit(lambda x: decoding.decode(config, models.SeedNet().apply({'params': params}, x)))
   ref_rgb = to_rgb8(val_L, np.asarray(apply(val_L)))
   ref_psnr, ref_color = psnr(ref_rgb, val_rgb), colorfulness(ref_rgb)
   rows, runs = {}, {}
@@ -351,6 +340,8 @@ def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps
 
 def main(argv):
   del argv
+  if not _PHOTOS.value or not os.path.isdir(os.path.join(_PHOTOS.value, 'val2017')):
+    raise app.UsageError('--photos must name a folder with train2017/ and val2017/ JPEGs')
 
   # As `python -m launch.train` runs (launch/__init__.py), for every framework in this process.
   retained = host_memory.retain_freed_memory()

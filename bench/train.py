@@ -11,7 +11,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import pipeline, report
-from colorjax import augment, convs, host_memory, models, parallel, train
+from colorjax import augment, convs, host_memory, models, parallel, train_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('sizes', ['128', '256'], 'Image sizes to time.')
@@ -36,27 +36,21 @@ REFERENCES = (
 def train_rate(size, dtype, batch_size, steps, mode, band=convs.KERNEL_GRAD_BAND):
   """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam); band:
   the kernel gradient's band (conv='matmul', the CPU default)."""
-  default, convs.KERNEL_GRAD_BAND = convs.KERNEL_GRAD_BAND, band
-  try:
-    return _train_rate(size, dtype, batch_size, steps, mode)
-  finally:
-    convs.KERNEL_GRAD_BAND = default
-
-
-def _train_rate(size, dtype, batch_size, steps, mode):
   config = models.ModelConfig(image_size=size, dtype=dtype)
-  model = models.create_model(config)
-  tx = train.make_optimizer(1e-3)
-  step_fn, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
+  model = models.create_model(config, kernel_grad_band=band)
+  tx = train_step.make_optimizer(1e-3)
+  step_fn, _, _ = train_step.bind(model, tx, config, augment.AugmentConfig())
   runner = parallel.make_runner(mode, step_fn, batch_size)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, size))(jax.random.key(0))
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, size))(jax.random.key(0))
   state = runner.put_state(state)
   rs = np.random.RandomState(0)
-  batch = {
-    'L': rs.randint(0, 256, (batch_size, size, size, 1)).astype(np.uint8),
-    'ab': rs.randint(-80, 80, (batch_size, size, size, 2)).astype(np.int8),
-    'index': parallel.global_example_index(batch_size),
-  }
+  batch = runner.put_batch(
+    {
+      'L': rs.randint(0, 256, (batch_size, size, size, 1)).astype(np.uint8),
+      'ab': rs.randint(-80, 80, (batch_size, size, size, 2)).astype(np.int8),
+      'index': parallel.global_example_index(batch_size),
+    }
+  )
   state, metrics = runner.step(state, batch, jax.random.key(0))  # compile
   float(metrics['loss'])
   start = time.perf_counter()
@@ -105,7 +99,7 @@ def main(argv):
     report.table(['what', 'dtype', 'batch', 'images/s', 'vs float32', 'last loss'], rows)
     + f'\n\nTrain steps include on-device dequantization and augmentation; {FLAGS.steps} '
     f'timed steps after one compile step, parallel={FLAGS.parallel}. On a CPU, 3x3 convolutions '
-    "take conv='matmul' (models.Conv3x3MatmulGrad, colorjax.convs): the kernel gradient of "
+    "take conv='matmul' (models.FastConv3x3, colorjax.convs): the kernel gradient of "
     "stride-1 layers is Winograd's (convs.winograd_kernel_grad); that of the others "
     f'(convs.kernel_grad) scans bands of {convs.KERNEL_GRAD_BAND} output positions, and the '
     'unbanded row (band 0) cuts each tap from the whole batch instead. For scale: ' + REFERENCES

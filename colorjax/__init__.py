@@ -1,21 +1,38 @@
-"""colorjax: automatic image colorization with JAX and Flax."""
+"""colorjax: automatic image colorization with JAX and Flax.
 
-from colorjax.inference import Colorizer, colorize, colorize_image, colorize_images, load
-from colorjax.lab import lab_to_rgb, rgb_to_lab
-from colorjax.models import ModelConfig, create_model
-from colorjax.records import decode_example, encode_example
+The names below are imported on first use (PEP 562), so `import colorjax.input_pipeline` (or
+constants, records, lab), as Grain's and data_prep's worker processes do, loads neither Flax nor
+Orbax.
+"""
 
-__all__ = [
-  'Colorizer',
-  'ModelConfig',
-  'colorize',
-  'colorize_image',
-  'colorize_images',
-  'create_model',
-  'decode_example',
-  'encode_example',
-  'lab_to_rgb',
-  'load',
-  'rgb_to_lab',
-]
+import importlib
+
+_EXPORTS = {
+  'Colorizer': 'inference',
+  'colorize': 'inference',
+  'colorize_image': 'inference',
+  'colorize_images': 'inference',
+  'load': 'inference',
+  'with_decoding': 'decoding',
+  'lab_to_rgb': 'lab',
+  'rgb_to_lab': 'lab',
+  'ModelConfig': 'models',
+  'create_model': 'models',
+  'decode_example': 'records',
+  'encode_example': 'records',
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = '0.1.0'
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(f'colorjax.{_EXPORTS[name]}'), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

@@ -22,7 +22,7 @@ import shutil
 import jax
 import numpy as np
 
-from colorjax import evaluation, inference, metrics, models, visualize
+from colorjax import decoding, evaluation, inference, metrics, models, visualize
 
 TEMPERATURES = (0.1, 0.2, 0.3, 0.38, 0.6)
 CORRECTIONS = (-0.5, -0.3, -0.15, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3)
@@ -109,7 +109,7 @@ def sweep(
     network(colorizer.params, L[i : i + batch_size, ..., None])
     for i in range(0, len(L), batch_size)
   ]
-  decode = jax.jit(models.decode, static_argnums=0)
+  decode = jax.jit(decoding.decode, static_argnums=0)
 
   def row(t, c, g=1.0):
     config = dataclasses.replace(
@@ -250,7 +250,7 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
     backup = path / (inference.MODEL_JSON + '.uncalibrated')
     if not backup.exists():
       shutil.copyfile(model_json, backup)
-    tuned = inference.with_decoding(
+    tuned = decoding.with_decoding(
       colorizer,
       temperature=best['temperature'],
       prior_correction=best['prior_correction'],

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from colorjax import train
+from colorjax import parallel, train_step
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -29,17 +29,13 @@ def make_manager(workdir, *, keep=3, async_save=True):
   )
 
 
-def _host_copy(x):
-  return np.array(x.addressable_data(0) if isinstance(x, jax.Array) else x)
-
-
 def save(manager, step, state, data_iterator):
   """Saves state (a TrainState whose step is `step`) and the iterator's position (async).
 
   The arrays are saved as host NumPy copies (this process' first replica), so the checkpoint
   carries no device sharding and restores without a target on any machine or topology.
   """
-  host = jax.tree.map(_host_copy, state.to_dict())
+  host = parallel.host_copy(state.to_dict())
   args = ocp.args.Composite(
     state=ocp.args.StandardSave(host),
     data=grain.checkpoint.CheckpointSave(data_iterator),
@@ -68,7 +64,7 @@ def restore_latest(manager, target_state, data_iterator):
       state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iterator)
     ),
   )
-  state = train.TrainState.from_dict(restored['state'])
+  state = train_step.TrainState.from_dict(restored['state'])
   if int(state.step) != step:
     raise ValueError(f'checkpoint {step} holds state.step {int(state.step)}')
   return state, restored['data']

@@ -11,17 +11,15 @@ import numpy as np
 import tqdm
 from PIL import Image
 
-from colorjax import fullsize, inference, visualize
+from colorjax import decoding, fullsize, inference, visualize
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 FORMATS = ('png', 'jpg')
 BACKENDS = ('auto', 'jax', 'onnxruntime', 'openvino')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'int8')
 # What 'auto' picks on a CPU-only JAX: OpenVINO at the fastest precision within 0.2 dB PSNR and 2%
-# colorfulness of float32 for the architecture. The seed network: int8 calibrated on the user's
-# photos (docs/benchmarks.md, cpu_runtime). The U-Net: bf16. Its int8 loses 6% colorfulness (the
-# 600-step vivid model on 64 val photos: int8 -0.14 dB and ratio 0.793 against 0.844; bf16
-# -0.003 dB and 0.844, at 2x fp32's images/s and 1.3x int8's).
+# colorfulness of float32 for the architecture (docs/benchmarks.md, cpu_runtime; the U-Net's int8
+# loses more colorfulness than that).
 CPU_DEFAULT_BACKEND = 'openvino'
 CPU_DEFAULT_PRECISION = {'seed': 'int8', 'unet': 'bf16'}
 _CPU_MODULES = ('jax2onnx', 'onnx', 'onnxruntime', 'openvino')  # the [cpu] extra
@@ -66,25 +64,16 @@ def resolve_backend(backend, precision, model_name='seed'):
   return backend, precision
 
 
-def _jax_predictor(colorizer, precision, batch_size, temperature):
+def _jax_predictor(colorizer, precision, batch_size):
   """L (B, S, S) -> ab (B, S, S, 2) with JAX, padded to batch_size (one compile)."""
   if precision == 'int8':
     raise ValueError("precision='int8' needs an ONNX backend (onnxruntime or openvino)")
   if precision == 'bf16':
-    config = dataclasses.replace(colorizer.config, dtype='bfloat16')
-    colorizer = inference.Colorizer(params=colorizer.params, config=config)
-  run = inference.jax_predictor(colorizer, temperature)
-
-  def predict(L_BxSxS):
-    n = len(L_BxSxS)
-    padded = np.zeros((batch_size,) + L_BxSxS.shape[1:], np.float32)
-    padded[:n] = L_BxSxS
-    return run(padded)[:n]
-
-  return predict
+    colorizer = colorizer.replace(config=dataclasses.replace(colorizer.config, dtype='bfloat16'))
+  return inference.batch_predictor(colorizer, batch_size)
 
 
-def _onnx_predictor(colorizer, backend, precision, calibration_L, onnx_path, temperature):
+def _onnx_predictor(colorizer, backend, precision, calibration_L, onnx_path):
   """L (B, S, S) -> ab (B, S, S, 2) with an ONNX CPU runtime (exported once per run)."""
   from colorjax import cpu_runtime, onnx_export  # pylint: disable=g-import-not-at-top
 
@@ -93,23 +82,21 @@ def _onnx_predictor(colorizer, backend, precision, calibration_L, onnx_path, tem
     colorizer.params['params'],
     onnx_path,
     image_size=colorizer.config.image_size,
-    temperature=temperature,
   )
   calibration = None if precision != 'int8' else calibration_L[..., None]
   run = cpu_runtime.cpu_runtime(onnx_path, backend, precision, calibration_L=calibration)
   return lambda L_BxSxS: run(np.asarray(L_BxSxS, np.float32)[..., None])
 
 
-def make_predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir, temperature):
+def make_predictor(colorizer, backend, precision, batch_size, calibration_L, tmp_dir):
   """(predict function, 'backend precision') resolved; 'auto' falls back to JAX if export fails."""
   auto = backend == 'auto'
   backend, precision = resolve_backend(backend, precision, colorizer.config.name)
   if backend != 'jax':
     try:
       predict = _onnx_predictor(
-        colorizer, backend, precision, calibration_L, pathlib.Path(tmp_dir) / 'model.onnx',
-        temperature,
-      )  # fmt: skip
+        colorizer, backend, precision, calibration_L, pathlib.Path(tmp_dir) / 'model.onnx'
+      )
       logging.info('colorizing with %s %s', backend, precision)
       return predict, f'{backend} {precision}'
     except Exception as e:  # pylint: disable=broad-except  (any export or runtime failure)
@@ -118,7 +105,7 @@ def make_predictor(colorizer, backend, precision, batch_size, calibration_L, tmp
       logging.warning('ONNX export or %s failed (%s: %s); using JAX', backend, type(e).__name__, e)
       backend, precision = 'jax', 'fp32'
   logging.info('colorizing with jax %s', precision)
-  return _jax_predictor(colorizer, precision, batch_size, temperature), f'jax {precision}'
+  return _jax_predictor(colorizer, precision, batch_size), f'jax {precision}'
 
 
 def _compare_strip(image, colorized):
@@ -170,9 +157,8 @@ def colorize_files(
     precision: 'fp32', 'bf16', 'int8' (ONNX backends only; calibrated on the network inputs of
       the first batch) or 'auto' (for OpenVINO CPU_DEFAULT_PRECISION of the architecture: int8
       for the seed network, bf16 for the U-Net; fp32 otherwise).
-    temperature: for classification models (fixed in the ONNX export for the CPU runtimes).
-    prior_correction, chroma_gain: for classification models: replace the model config's (see
-      models.ModelConfig); None keeps it.
+    temperature, prior_correction, chroma_gain: a classification model's decoding (see
+      colorjax.decoding); None keeps the model config's.
 
   Returns:
     {'written': [output paths], 'kept': [inputs whose output existed], 'failed': {input: reason},
@@ -200,8 +186,8 @@ def colorize_files(
   if not todo:
     return result
   colorizer = inference.load(checkpoint)
-  colorizer = inference.with_decoding(
-    colorizer, prior_correction=prior_correction, chroma_gain=chroma_gain
+  colorizer = decoding.with_decoding(
+    colorizer, temperature=temperature, prior_correction=prior_correction, chroma_gain=chroma_gain
   )
   (output_dir / COMPARE_DIR if compare else output_dir).mkdir(parents=True, exist_ok=True)
   predict = None
@@ -221,7 +207,7 @@ def colorize_files(
       if predict is None:
         calibration = np.stack([fullsize.model_input(im, size) for _, _, im in batch])
         predict, result['backend'] = make_predictor(
-          colorizer, backend, precision, batch_size, calibration, tmp, temperature
+          colorizer, backend, precision, batch_size, calibration, tmp
         )
       outputs = inference.colorize_images(colorizer, [im for _, _, im in batch], predict=predict)
       for (path, target, image), colorized in zip(batch, outputs):

@@ -5,9 +5,11 @@ form XLA's CPU backend runs faster: kernel gradients as matmuls, by Winograd's F
 stride 1 (winograd_kernel_grad) or over shifted taps (kernel_grad); stride-2 convolutions from
 polyphase components; wide stride-1 convolutions by Winograd's F(2x2, 3x3); and upsample2
 followed by a convolution as one 2x2 convolution at the input's resolution (upsample2_conv3x3).
-models.Conv3x3MatmulGrad wraps them as a Flax layer (conv='matmul').
+`forms` decides which one a layer takes; fast_conv3x3 runs it, and models.FastConv3x3 wraps it
+as a Flax layer (conv='matmul').
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -43,8 +45,7 @@ def _taps_times_grad(taps_PxC, g_PxN):
 # and gradient rows (~0.5-2 MB at the seed network's widths) stay in cache while its 9 taps are
 # cut and multiplied.
 KERNEL_GRAD_BAND = 2048
-# Below this many output features XLA's own kernel gradient is faster: the seed network's last
-# layer (32 -> 2 features at 128 px, batch 8) takes 16 ms against kernel_grad's 84.
+# Below this many output features XLA's own kernel gradient is faster (docs/convs.md).
 KERNEL_GRAD_MIN_FEATURES = 8
 
 
@@ -105,28 +106,23 @@ def _padded_conv(x_BxHxWxC, kernel, padding):
   return jax.lax.conv_general_dilated(x_BxHxWxC, kernel, (1, 1), padding, dimension_numbers=_DIMS)
 
 
-# XLA's CPU backend runs a stride-1 convolution padded by one on both sides 1.3-2x faster than
-# a stride-2 one, or one padded on one side only: a stride-2 'SAME' convolution of an even-sized
-# input (padded below and right only) and its input gradient are computed from polyphase
-# components with such convolutions. Per axis, with K0, K1, K2 the kernel's rows:
+# XLA's CPU backend runs a stride-1 convolution padded by one on both sides faster than a
+# stride-2 one, or one padded on one side only (docs/convs.md): a stride-2 'SAME' convolution of
+# an even-sized input (padded below and right only) and its input gradient are computed from
+# polyphase components with such convolutions. Per axis, with K0, K1, K2 the kernel's rows:
 #   value:          y[o] = x[2o] K0 + x[2o + 1] K1 + x[2o + 2] K2
 #   input gradient: dx[2o] = g[o - 1] K2^T + g[o] K0^T,  dx[2o + 1] = g[o] K1^T
 # A 2-tap axis is a convolution padded (1, 1) whose first (value) or last (gradient) row is
 # dropped; the 1-tap axis takes the middle kernel row.
 
 
-# Fewer input channels stay with lax's stride-2 convolution: the seed network's first layer (1
-# channel) runs 4x slower as phases, its 128- and 256-channel layers 1.3-1.8x faster.
+# Fewer input channels stay with lax's stride-2 convolution: the four phase convolutions cost
+# more than they save on thin inputs (the seed network's 1-channel first layer).
 PHASE_MIN_CHANNELS = 32
 
 
-def _stride2_phases(x_BxHxWxC):
-  _, H, W, C = x_BxHxWxC.shape
-  return H % 2 == 0 and W % 2 == 0 and C >= PHASE_MIN_CHANNELS
-
-
 def _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN):
-  """_lax_conv(x, kernel, 2) for even H and W (see _stride2_phases)."""
+  """_lax_conv(x, kernel, 2) for even H and W (see forms)."""
   phase = lambda a, b: x_BxHxWxC[:, a::2, b::2]
   k = kernel_3x3xCxN
   y = _padded_conv(phase(0, 0), k[0::2, 0::2], ((1, 1), (1, 1)))[:, 1:, 1:]
@@ -151,17 +147,10 @@ def _conv_stride2_input_grad(g_BxhxwxN, kernel_3x3xCxN):
 # Winograd F(2x2, 3x3): a stride-1 3x3 convolution as 16 matmuls over 2x2 output tiles, 4 rather
 # than 9 multiplications an output; it pays where the matmuls dominate the tile transforms.
 WINOGRAD_MIN_CHANNELS = 256
-# ... and on at least 32x32 pixels: on the seed network's 16x16 and 8x8 layers (128 and 64 px
-# inputs) the transforms cost more than they save (train step 1.07x and 1.45x slower).
+# ... and on at least 32x32 pixels: on smaller layers the tile transforms cost more than they
+# save.
 WINOGRAD_MIN_PIXELS = 32 * 32
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
-
-
-def _winograd(x_BxHxWxC, kernel_3x3xCxN):
-  """Whether a stride-1 convolution (and so its input gradient) takes _winograd_conv."""
-  _, H, W, C = x_BxHxWxC.shape
-  wide = min(C, kernel_3x3xCxN.shape[-1]) >= WINOGRAD_MIN_CHANNELS
-  return H % 2 == 0 and W % 2 == 0 and wide and H * W >= WINOGRAD_MIN_PIXELS
 
 
 def _input_transform(a0, a1, a2, a3):
@@ -204,14 +193,9 @@ def _winograd_conv(x_BxHxWxC, kernel_3x3xCxN):
 # (G K G^T)_uv (B^T d B)_uv over a tile's outputs (o, p), its gradient with respect to K is
 #   dK = G^T [sum over tiles (A g A^T) * (B^T d B)] G,
 # g the tile's 2x2 output gradient: 16 matmuls over tiles, (T, C)^T (T, N), 16 multiplications for
-# a tile's 36 products; 1.2-2x faster than kernel_grad from 16 channels at any size (1.07x at 8x8
-# pixels and 512 channels), 0.9x at 8 channels.
+# a tile's 36 products: faster than kernel_grad from 16 input channels at any size, slower
+# below (docs/convs.md).
 WINOGRAD_KERNEL_GRAD_MIN_CHANNELS = 16
-
-
-def _winograd_kernel_grad_applies(x_BxHxWxC):
-  _, H, W, C = x_BxHxWxC.shape
-  return H % 2 == 0 and W % 2 == 0 and C >= WINOGRAD_KERNEL_GRAD_MIN_CHANNELS
 
 
 def _grad_transform(g0, g1):
@@ -231,46 +215,85 @@ def winograd_kernel_grad(x_BxHxWxC, g_BxHxWxN):
   return jnp.einsum('ui,vj,uvcn->ijcn', _WINO_G, _WINO_G, jnp.asarray(M))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3_matmul_grad(x_BxHxWxC, kernel_3x3xCxN, stride):
-  """lax.conv (3x3, 'SAME', stride) whose kernel gradient is computed by matmuls.
+@dataclasses.dataclass(frozen=True)
+class Forms:
+  """How fast_conv3x3 computes one layer: its value, input gradient and kernel gradient.
 
-  The value and the input gradient are XLA's convolutions (at stride 2 on even sizes, of the
-  polyphase components), or Winograd's matmuls (_winograd_conv) where both have at least
-  WINOGRAD_MIN_CHANNELS channels. The kernel gradient, which XLA's CPU backend computes (as a
-  convolution over the batch) several times slower than matmuls, is XLA's only below
-  KERNEL_GRAD_MIN_FEATURES output features; else winograd_kernel_grad at stride 1 on even sizes
-  from WINOGRAD_KERNEL_GRAD_MIN_CHANNELS input channels, else kernel_grad.
+  value, input_grad: 'xla' (lax.conv and its vjp), 'phases' (polyphase components, stride 2 on
+  even sizes) or 'winograd' (F(2x2, 3x3) matmuls). kernel_grad: 'xla', 'winograd'
+  (winograd_kernel_grad), 'bands' (kernel_grad's scan over bands of output rows) or 'taps'
+  (kernel_grad with band 0: each tap over the whole batch).
   """
-  if stride == 2 and _stride2_phases(x_BxHxWxC):
+
+  value: str
+  input_grad: str
+  kernel_grad: str
+
+  def __str__(self):
+    return (
+      f'value {self.value}, input gradient {self.input_grad}, kernel gradient {self.kernel_grad}'
+    )
+
+
+def forms(x_shape, kernel_shape, stride, band=KERNEL_GRAD_BAND):
+  """The Forms fast_conv3x3 takes for an input of x_shape (B, H, W, C), a (3, 3, C, N) kernel
+  and a stride: the one place that decides, so a layer's choice can be tested and printed."""
+  _, H, W, C = x_shape
+  N = kernel_shape[-1]
+  even = H % 2 == 0 and W % 2 == 0
+  if stride == 2 and even and C >= PHASE_MIN_CHANNELS:
+    value = input_grad = 'phases'
+  elif stride == 1 and even and min(C, N) >= WINOGRAD_MIN_CHANNELS and H * W >= WINOGRAD_MIN_PIXELS:
+    value = input_grad = 'winograd'
+  else:
+    value = input_grad = 'xla'
+  if N < KERNEL_GRAD_MIN_FEATURES:
+    kernel = 'xla'
+  elif stride == 1 and even and C >= WINOGRAD_KERNEL_GRAD_MIN_CHANNELS:
+    kernel = 'winograd'
+  else:
+    kernel = 'bands' if band else 'taps'
+  return Forms(value, input_grad, kernel)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def fast_conv3x3(x_BxHxWxC, kernel_3x3xCxN, stride, band=KERNEL_GRAD_BAND):
+  """lax.conv (3x3, 'SAME', stride) in the forms XLA's CPU backend runs fastest (see `forms`).
+
+  Same value and gradients as lax.conv up to float rounding. band: the output positions per
+  band of kernel_grad (0: unbanded), for the layers whose kernel gradient it computes.
+  """
+  value = forms(x_BxHxWxC.shape, kernel_3x3xCxN.shape, stride, band).value
+  if value == 'phases':
     return _conv_stride2_phases(x_BxHxWxC, kernel_3x3xCxN)
-  if stride == 1 and _winograd(x_BxHxWxC, kernel_3x3xCxN):
+  if value == 'winograd':
     return _winograd_conv(x_BxHxWxC, kernel_3x3xCxN)
   return _lax_conv(x_BxHxWxC, kernel_3x3xCxN, stride)
 
 
-def _conv_fwd(x, kernel, stride):
-  return conv3x3_matmul_grad(x, kernel, stride), (x, kernel)
+def _conv_fwd(x, kernel, stride, band):
+  return fast_conv3x3(x, kernel, stride, band), (x, kernel)
 
 
-def _conv_bwd(stride, residuals, g_BxhxwxN):
+def _conv_bwd(stride, band, residuals, g_BxhxwxN):
   x, kernel = residuals
-  if stride == 2 and _stride2_phases(x):
+  chosen = forms(x.shape, kernel.shape, stride, band)
+  if chosen.input_grad == 'phases':
     dx = _conv_stride2_input_grad(g_BxhxwxN, kernel)
-  elif stride == 1 and _winograd(x, kernel):
+  elif chosen.input_grad == 'winograd':
     dx = _winograd_conv(g_BxhxwxN, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
   else:
     (dx,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g_BxhxwxN)
-  if g_BxhxwxN.shape[-1] < KERNEL_GRAD_MIN_FEATURES:
+  if chosen.kernel_grad == 'xla':
     (dk,) = jax.vjp(lambda k: _lax_conv(x, k, stride), kernel)[1](g_BxhxwxN)
-    return dx, dk
-  if stride == 1 and _winograd_kernel_grad_applies(x):
-    return dx, winograd_kernel_grad(x, g_BxhxwxN).astype(kernel.dtype)
-  # KERNEL_GRAD_BAND is read when the step is traced (bench.train sets it to 0 for a baseline).
-  return dx, kernel_grad(x, g_BxhxwxN, stride, KERNEL_GRAD_BAND).astype(kernel.dtype)
+  elif chosen.kernel_grad == 'winograd':
+    dk = winograd_kernel_grad(x, g_BxhxwxN)
+  else:
+    dk = kernel_grad(x, g_BxhxwxN, stride, band)
+  return dx, dk.astype(kernel.dtype)
 
 
-conv3x3_matmul_grad.defvjp(_conv_fwd, _conv_bwd)
+fast_conv3x3.defvjp(_conv_fwd, _conv_bwd)
 
 
 # upsample2 then a 3x3 'SAME' convolution reads, for output row 2h + a, upsampled rows 2h + a - 1,

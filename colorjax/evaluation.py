@@ -13,6 +13,7 @@ import tqdm
 
 from colorjax import (
   colorize_files,
+  decoding,
   image_io,
   inference,
   input_pipeline,
@@ -61,18 +62,6 @@ def load_eval_images(source, image_size=256, *, max_images=None, split='val'):
     lab_img = lab.rgb8_to_lab(rgb)
     images.append((path.name, lab_img[..., 0], lab_img[..., 1:]))
   return images
-
-
-def predict_ab(colorizer, L_NxSxS):
-  """ab (N, S, S, 2) for a stack of L, in batches of a fixed size (one compilation)."""
-  run = inference.jax_predictor(colorizer)
-  out = []
-  for start in range(0, len(L_NxSxS), _BATCH):
-    batch = np.zeros((_BATCH,) + L_NxSxS.shape[1:], np.float32)
-    n = len(L_NxSxS[start : start + _BATCH])
-    batch[:n] = L_NxSxS[start : start + _BATCH]
-    out.append(run(batch)[:n])
-  return np.concatenate(out)
 
 
 def score(ids, L_NxSxS, ab_gt, ab_pred):
@@ -175,7 +164,7 @@ def evaluate(
   L = np.stack([L for _, L, _ in images])
   ab_gt = np.stack([ab for _, _, ab in images])
   results, preds = {}, []
-  decoding = {
+  knobs = {
     'temperature': temperature,
     'prior_correction': prior_correction,
     'chroma_gain': chroma_gain,
@@ -183,8 +172,9 @@ def evaluate(
   for checkpoint in tqdm.tqdm(checkpoints, unit='checkpoint'):
     colorizer = inference.load(checkpoint)
     if colorizer.config.loss == 'classification':
-      colorizer = inference.with_decoding(colorizer, **decoding)
-    results[checkpoint], rgb = score(ids, L, ab_gt, predict_ab(colorizer, L))
+      colorizer = decoding.with_decoding(colorizer, **knobs)
+    ab_pred = inference.batch_predictor(colorizer, _BATCH)(L)
+    results[checkpoint], rgb = score(ids, L, ab_gt, ab_pred)
     preds.append(rgb)
   results[GRAY], gray_rgb = score(ids, L, ab_gt, np.zeros_like(ab_gt))
   output_dir = pathlib.Path(output_dir)
@@ -192,7 +182,7 @@ def evaluate(
   (output_dir / 'metrics.json').write_text(json.dumps(results, indent=1))
   names = [os.path.basename(os.path.normpath(c)) or c for c in checkpoints]
   table = report_table(results)
-  asked = ', '.join(f'{k} {v:g}' for k, v in decoding.items() if v is not None)
+  asked = ', '.join(f'{k} {v:g}' for k, v in knobs.items() if v is not None)
   (output_dir / 'report.md').write_text(
     f'# Evaluation on {len(images)} images from {source}\n\n'
     'Means over images; PSNR and SSIM on RGB uint8 against the ground truth round-tripped '

@@ -1,6 +1,5 @@
-"""Colorizing with a trained network: load, colorize(params, L), colorize_image(params, photo)."""
+"""Colorizing with a trained network: load -> Colorizer, colorize(colorizer, L), colorize_image."""
 
-import dataclasses
 import pathlib
 from typing import Any
 
@@ -10,34 +9,34 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from colorjax import constants, fullsize, models
+from colorjax import checkpoint, decoding, fullsize, models
 
 MODEL_JSON = 'model.json'
 
 
 @flax.struct.dataclass
 class Colorizer:
-  """A network's params (pytree child) with its ModelConfig (static), as colorize takes them."""
+  """A trained network: its Flax variables `params` ({'params': ...}, a pytree child) with its
+  ModelConfig (static). colorize and the predictors take it; `load` returns it."""
 
   params: Any
   config: models.ModelConfig = flax.struct.field(pytree_node=False)
 
 
-def colorize(params, L, *, temperature=None):
+def colorize(colorizer, L):
   """Predicts ab for L; pure and jit-able.
 
   Args:
-    params: a Colorizer (from `load`).
+    colorizer: a Colorizer (the network's params with its ModelConfig, from `load`); its
+      config's decoding knobs apply (see colorjax.decoding).
     L: lightness in Lab units [0, 100], shape (H, W), (H, W, 1) or (B, H, W, 1); H and W must
-      suit the network (multiples of 8 for the seed model).
-    temperature: annealed-mean temperature of a classification model (None: its default);
-      regression models take none.
+      suit the network (multiples of 8).
 
   Returns:
     ab in Lab units, shape (H, W, 2) or (B, H, W, 2) following L.
   """
-  if not isinstance(params, Colorizer):
-    raise TypeError(f'colorize takes the Colorizer that colorjax.load returns, got {type(params)}')
+  if not isinstance(colorizer, Colorizer):
+    raise TypeError(f'colorize takes a Colorizer (from colorjax.load), got {type(colorizer)}')
   L = jnp.asarray(L, jnp.float32)
   if L.ndim == 2:
     L_BxHxWx1, squeeze = L[None, :, :, None], True
@@ -47,23 +46,17 @@ def colorize(params, L, *, temperature=None):
     L_BxHxWx1, squeeze = L, False
   else:
     raise ValueError(f'L must have shape (H, W), (H, W, 1) or (B, H, W, 1), got {L.shape}')
-  output = models.create_model(params.config).apply(params.params, L_BxHxWx1)
-  decode = getattr(models, 'decode', None)
-  if decode is not None:
-    ab_BxHxWx2 = decode(params.config, output, temperature=temperature)
-  elif temperature is not None:
-    raise ValueError(f'a {params.config.loss!r} model takes no temperature')
-  else:
-    ab_BxHxWx2 = jnp.clip(output * constants.AB_SCALE, -constants.AB_MAX, constants.AB_MAX)
+  output = models.create_model(colorizer.config).apply(colorizer.params, L_BxHxWx1)
+  ab_BxHxWx2 = decoding.decode(colorizer.config, output)
   if ab_BxHxWx2.shape[:3] != L_BxHxWx1.shape[:3]:
     raise ValueError(
-      f'the {params.config.name!r} network cannot take a {L.shape} input '
+      f'the {colorizer.config.name!r} network cannot take a {L.shape} input '
       f'(it returned {ab_BxHxWx2.shape}); use a size divisible by 8'
     )
   return ab_BxHxWx2[0] if squeeze else ab_BxHxWx2
 
 
-_colorize_jit = jax.jit(colorize, static_argnames='temperature')
+_colorize_jit = jax.jit(colorize)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,26 +67,6 @@ def _float32(tree):
   return jax.tree.map(
     lambda x: np.asarray(x, np.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
   )
-
-
-def with_decoding(colorizer, *, temperature=None, prior_correction=None, chroma_gain=None):
-  """The colorizer with its classification decoding replaced (None keeps the config's value).
-
-  Decoding is a test-time choice: the network and params are unchanged. Raises ValueError for a
-  model without a decoding to set (an 'mse' model) when any value is given, and ModelConfig's
-  ValueError for a temperature <= 0, a correction below -1 or a chroma gain <= 0.
-  """
-  given = (
-    ('temperature', temperature),
-    ('prior_correction', prior_correction),
-    ('chroma_gain', chroma_gain),
-  )
-  changes = {k: float(v) for k, v in given if v is not None}
-  if not changes:
-    return colorizer
-  if colorizer.config.loss != 'classification':
-    raise ValueError(f'a {colorizer.config.loss!r} model takes no {" or ".join(changes)}')
-  return colorizer.replace(config=dataclasses.replace(colorizer.config, **changes))
 
 
 def load(path, step=None):
@@ -113,26 +86,21 @@ def load(path, step=None):
   config = models.ModelConfig.from_json((path / MODEL_JSON).read_text())
   if (path / 'params').is_dir():
     params = ocp.StandardCheckpointer().restore(path / 'params')
-  elif (path / 'checkpoints').is_dir():
-    with ocp.CheckpointManager(path / 'checkpoints') as mngr:
-      step = mngr.latest_step() if step is None else step
-      if step is None:
-        raise FileNotFoundError(f'{path / "checkpoints"} holds no checkpoint yet')
-      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    params = restored['state']['params']
+  elif (path / checkpoint.CHECKPOINT_DIR).is_dir():
+    params = checkpoint.restore_params(path, step)
   else:
-    raise FileNotFoundError(f'{path} has neither checkpoints/ nor params/')
+    raise FileNotFoundError(f'{path} has neither {checkpoint.CHECKPOINT_DIR}/ nor params/')
   return Colorizer(params=_float32(params), config=config)
 
 
 EXPORT_FORMATS = ('params', 'onnx')
 
 
-def export(checkpoint, output, *, fmt='params', dtype='float32', step=None):
+def export(source, output, *, fmt='params', dtype='float32', step=None):
   """Writes a checkpoint for shipping; returns the bytes written.
 
   Args:
-    checkpoint: a training workdir or exported params (see load).
+    source: a training workdir or exported params (see load).
     output: 'params': a new directory with model.json and params/ (an Orbax StandardCheckpointer
       save, float32 or bfloat16) that load reads; 'onnx': a .onnx file (colorjax.onnx_export,
       input L (B, S, S, 1) at the model's image_size, output ab in Lab units).
@@ -149,7 +117,7 @@ def export(checkpoint, output, *, fmt='params', dtype='float32', step=None):
   output = pathlib.Path(output).resolve()
   if output.exists():
     raise FileExistsError(f'{output} exists; choose a new path')
-  colorizer = load(checkpoint, step=step)
+  colorizer = load(source, step=step)
   if fmt == 'onnx':
     from colorjax import onnx_export  # pylint: disable=g-import-not-at-top  (optional extra)
 
@@ -165,39 +133,52 @@ def export(checkpoint, output, *, fmt='params', dtype='float32', step=None):
   return sum(f.stat().st_size for f in output.rglob('*') if f.is_file())
 
 
-def jax_predictor(params, temperature=None):
-  """A function L (B, S, S) float32 -> ab (B, S, S, 2) NumPy running the jitted network."""
-  return lambda L_BxSxS: np.asarray(
-    _colorize_jit(params, L_BxSxS[..., None], temperature=temperature)
-  )
+def batch_predictor(colorizer, batch_size=8):
+  """A function L (N, S, S) float32 -> ab (N, S, S, 2) NumPy running the jitted network on
+  batches of exactly batch_size (the last one padded), so any N compiles once."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+
+  def predict(L_NxSxS):
+    L_NxSxS = np.asarray(L_NxSxS, np.float32)
+    out = []
+    for start in range(0, len(L_NxSxS), batch_size):
+      chunk = L_NxSxS[start : start + batch_size]
+      padded = np.zeros((batch_size,) + L_NxSxS.shape[1:], np.float32)
+      padded[: len(chunk)] = chunk
+      out.append(np.asarray(_colorize_jit(colorizer, padded[..., None]))[: len(chunk)])
+    if not out:
+      return np.zeros(L_NxSxS.shape + (2,), np.float32)
+    return np.concatenate(out)
+
+  return predict
 
 
-def colorize_images(params, images, *, predict=None, temperature=None):
+def colorize_images(colorizer, images, *, predict=None):
   """Colorizes several photos of any sizes with one network call; returns RGB uint8 arrays.
 
   Args:
-    params: a Colorizer; its config.image_size is the size the network sees.
+    colorizer: a Colorizer; its config.image_size is the size the network sees.
     images: a list of paths, PIL images or uint8 arrays (gray or RGB), of any sizes.
     predict: optional L (B, S, S) -> ab (B, S, S, 2) function (another runtime); default: JAX.
-    temperature: passed to colorize.
 
   Returns:
     A list of RGB uint8 arrays, each the size of its input, with the input's L.
   """
-  predict = predict or jax_predictor(params, temperature)
   images = [fullsize.read_image(im) for im in images]
   if not images:
     return []
-  size = params.config.image_size
+  predict = predict or batch_predictor(colorizer, len(images))
+  size = colorizer.config.image_size
   ab = predict(np.stack([fullsize.model_input(im, size) for im in images]))
   return [fullsize.join(im, ab_i) for im, ab_i in zip(images, ab)]
 
 
-def colorize_image(params, image, *, temperature=None):
+def colorize_image(colorizer, image):
   """Colorizes one photo of any size (see colorize_images); returns RGB uint8 (H, W, 3).
 
   The network sees the photo squashed to config.image_size x config.image_size (antialiased);
   its ab is upsampled bilinearly to the photo's size and joined to the photo's own L, so every
   detail and the exact lightness stay. Chroma outside sRGB is reduced, keeping L and hue.
   """
-  return colorize_images(params, [image], temperature=temperature)[0]
+  return colorize_images(colorizer, [image])[0]

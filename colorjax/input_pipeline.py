@@ -151,27 +151,21 @@ def eval_dataset(
   return _to_iter(ds.batch(batch_size), worker_count, read_threads, read_buffer)
 
 
-def _put(sharding, batch):
-  if sharding is not None and jax.process_count() > 1:
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-  return jax.device_put(batch, sharding if sharding is not None else jax.devices()[0])
-
-
-def device_prefetch(ds, size=2, sharding=None, host_buffer=2):
-  """Puts batches on the device(s) `size` batches ahead, in a background thread.
+def device_prefetch(ds, size=2, put=None, host_buffer=2):
+  """Places batches on the device(s) `size` batches ahead, in a background thread.
 
   Args:
     ds: a grain.IterDataset (e.g. from train_dataset).
     size: batches kept on the device ahead of the consumer.
-    sharding: a jax.sharding.Sharding for the batch (e.g. NamedSharding(mesh, P('data')));
-      None puts it on the first device. With several processes each one's local batch becomes
-      its part of a global array (jax.make_array_from_process_local_data).
+    put: host batch -> device batch (e.g. a parallel.Runner's put_batch, which shards it over
+      the mesh, or makes each process' batch its part of a global array); None puts it on the
+      first device.
     host_buffer: batches kept on the host before the transfer.
 
   Returns:
     A grain.IterDataset of jax.Array batches; its iterator's get_state() refers to the batches
     already consumed, not to those prefetched.
   """
+  put = put or (lambda batch: jax.device_put(batch, jax.devices()[0]))
   ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=host_buffer)
-  ds = ds.map(functools.partial(_put, sharding))
-  return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=size)
+  return grain.experimental.ThreadPrefetchIterDataset(ds.map(put), prefetch_buffer_size=size)

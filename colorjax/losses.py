@@ -15,14 +15,20 @@ def _check_ab(ab_BxHxWx2, name='ab'):
     raise ValueError(f'expected {name} of shape (B, H, W, 2), got {ab_BxHxWx2.shape}')
 
 
-def mse_loss(pred_scaled_BxHxWx2, ab_BxHxWx2):
-  """The report's MSE: mean over pixels and both channels of (prediction - ab / AB_SCALE)^2."""
+def mse_per_example(pred_scaled_BxHxWx2, ab_BxHxWx2):
+  """The report's MSE per example (B,): mean over pixels and both channels of
+  (prediction - ab / AB_SCALE)^2."""
   _check_ab(pred_scaled_BxHxWx2, 'pred_scaled')
   _check_ab(ab_BxHxWx2)
   if pred_scaled_BxHxWx2.shape != ab_BxHxWx2.shape:
     raise ValueError(f'shapes differ: {pred_scaled_BxHxWx2.shape} vs {ab_BxHxWx2.shape}')
   target = ab_BxHxWx2.astype(jnp.float32) / constants.AB_SCALE
-  return jnp.mean((pred_scaled_BxHxWx2.astype(jnp.float32) - target) ** 2)
+  return jnp.mean((pred_scaled_BxHxWx2.astype(jnp.float32) - target) ** 2, axis=(1, 2, 3))
+
+
+def mse_loss(pred_scaled_BxHxWx2, ab_BxHxWx2):
+  """The report's MSE over a batch (every example weighs the same)."""
+  return jnp.mean(mse_per_example(pred_scaled_BxHxWx2, ab_BxHxWx2))
 
 
 def downsample_ab(ab_BxHxWx2, h, w):
@@ -102,18 +108,3 @@ def classification_loss(
     'kept': mask_B.mean(),
   }
   return loss, aux
-
-
-def model_loss(config, output, ab_BxHxWx2, weights_Q=None):
-  """(loss, aux) for a model's output under config.loss ('mse' or 'classification').
-
-  weights_Q is required for 'classification' (all ones gives the unweighted loss).
-  """
-  if config.loss == 'mse':
-    loss = mse_loss(output, ab_BxHxWx2)
-    return loss, {'mse': loss}
-  if config.loss == 'classification':
-    if weights_Q is None:
-      raise ValueError('the classification loss needs weights_Q (see quantize.rebalance_weights)')
-    return classification_loss(output, ab_BxHxWx2, weights_Q)
-  raise ValueError(f'unknown loss {config.loss!r}')

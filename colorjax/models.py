@@ -15,7 +15,7 @@ LOSSES = ('mse', 'classification')
 HEAD_STRIDES = (1, 2)
 GROUPS = 8  # GroupNorm groups in the U-Net
 # How 3x3 convolutions are computed (params and the function are the same): 'xla' is nn.Conv;
-# 'matmul' is Conv3x3MatmulGrad, the forms of colorjax.convs that XLA's CPU backend trains
+# 'matmul' is FastConv3x3, the forms of colorjax.convs that XLA's CPU backend trains
 # faster (kernel gradients as matmuls, polyphase stride-2 convolutions, Winograd, upsampling
 # convolutions at the input's resolution); 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'matmul')
@@ -29,23 +29,13 @@ class ModelConfig:
   loss: str = 'mse'  # 'mse': the network outputs ab / AB_SCALE through a tanh
   image_size: int = constants.IMAGE_SIZE  # the size the network was trained at
   dtype: str = 'float32'  # computation dtype; params stay float32
-  # 'classification' only: the head outputs quantize.NUM_BINS logits at 1 / head_stride of the input
-  # size, decoded by the annealed mean at this temperature.
+  # 'classification' only: the head outputs quantize.NUM_BINS logits at 1 / head_stride of the
+  # input size. The decoding knobs (temperature, prior_correction with the training data's
+  # bin_log_weights, chroma_gain) are documented in colorjax/decoding.py.
   temperature: float = quantize.TEMPERATURE
   head_stride: int = 2
-  # 'classification' only: decoding first adds prior_correction * bin_log_weights to the logits,
-  # with bin_log_weights = log w, the training data's rebalancing weights (training writes them).
-  # This is post-hoc logit adjustment (Menon et al. 2021, "Long-tail learning via logit
-  # adjustment"). Positive values shift the decoded colors toward rarer, more saturated bins
-  # without retraining; negative ones toward common, duller ones, down to -1, which undoes the
-  # training's rebalancing (the network learns p * w, so -log w leaves p). 0: the logits unchanged.
   prior_correction: float = 0.0
   bin_log_weights: tuple[float, ...] = ()
-  # 'classification' only: decoding last stretches each image's ab around the image's mean ab by
-  # this factor (stretch_chroma): more colorful at an unchanged mean ab (tint), and at a given
-  # colorfulness more accurate than a stronger prior correction or a lower temperature (the
-  # first-order cheapest way, in squared error, to raise the spread of colors that colorfulness
-  # measures). 1: unchanged.
   chroma_gain: float = 1.0
   width: int = 32  # 'unet' only: channels at full resolution, doubled at each of 3 downsamplings
   conv: str = 'auto'  # one of CONV_IMPLS; changes the speed, not the params or the function
@@ -88,15 +78,16 @@ def upsample2(x_BxHxWxC):
   return jnp.repeat(jnp.repeat(x_BxHxWxC, 2, axis=1), 2, axis=2)
 
 
-class Conv3x3MatmulGrad(nn.Module):
+class FastConv3x3(nn.Module):
   """nn.Conv(features, (3, 3), strides, padding='SAME'): the same params, init, value and
-  gradients, computed by convs.conv3x3_matmul_grad. With upsample=True it is nn.Conv applied to
-  upsample2(x), computed by convs.upsample2_conv3x3."""
+  gradients, computed by convs.fast_conv3x3 (in the forms convs.forms picks). With upsample=True
+  it is nn.Conv applied to upsample2(x), computed by convs.upsample2_conv3x3."""
 
   features: int
   strides: int = 1
   dtype: jnp.dtype = jnp.float32
   upsample: bool = False
+  kernel_grad_band: int = convs.KERNEL_GRAD_BAND  # see convs.kernel_grad
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
@@ -109,7 +100,7 @@ class Conv3x3MatmulGrad(nn.Module):
         raise ValueError('an upsampling convolution has stride 1')
       y = convs.upsample2_conv3x3(x, kernel)
     else:
-      y = convs.conv3x3_matmul_grad(x, kernel, self.strides)
+      y = convs.fast_conv3x3(x, kernel, self.strides, self.kernel_grad_band)
     return y + bias.astype(self.dtype)
 
 
@@ -120,7 +111,7 @@ def resolve_conv(conv):
   return conv
 
 
-def _conv_factory(conv, dtype):
+def _conv_factory(conv, dtype, band):
   """conv(features, window=3, stride=1, upsample=False) -> a fresh conv layer named Conv_0,
   Conv_1, ... in call order, the names nn.Conv would get, so both implementations share params.
   upsample=True gives a 3x3 layer of upsample2(x)."""
@@ -129,13 +120,19 @@ def _conv_factory(conv, dtype):
   def make(features, window=3, stride=1, upsample=False):
     name = f'Conv_{next(names)}'
     if impl == 'matmul' and window == 3:
-      return Conv3x3MatmulGrad(features, stride, dtype=dtype, upsample=upsample, name=name)
+      return FastConv3x3(features, stride, dtype, upsample, kernel_grad_band=band, name=name)
     layer = nn.Conv(
       features, (window, window), strides=stride, padding='SAME', dtype=dtype, name=name
     )
     return (lambda x: layer(upsample2(x))) if upsample else layer
 
   return make
+
+
+# (features, stride) of the seed network's 3x3 convolutions before its two upsampling ones.
+SEED_ENCODER = (
+  (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1), (128, 1)
+)  # fmt: skip
 
 
 class SeedNet(nn.Module):
@@ -149,16 +146,14 @@ class SeedNet(nn.Module):
   num_bins: int = 0
   head_stride: int = 2
   conv: str = 'auto'  # one of CONV_IMPLS
+  kernel_grad_band: int = convs.KERNEL_GRAD_BAND
 
   @nn.compact
   def __call__(self, L_BxHxWx1):
     x = L_BxHxWx1.astype(self.dtype) * constants.L_INPUT_SCALE
-    conv = _conv_factory(self.conv, self.dtype)
-    # fmt: off
-    for feats, stride in ((64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1),
-                          (256, 1), (128, 1)):
+    conv = _conv_factory(self.conv, self.dtype, self.kernel_grad_band)
+    for feats, stride in SEED_ENCODER:
       x = nn.relu(conv(feats, stride=stride)(x))
-    # fmt: on
     x = nn.relu(conv(64, upsample=True)(x))
     x = nn.relu(conv(32, upsample=True)(x))
     if self.num_bins:
@@ -181,6 +176,7 @@ class UNet(nn.Module):
   head_stride: int = 2
   dtype: jnp.dtype = jnp.float32
   conv: str = 'auto'  # one of CONV_IMPLS
+  kernel_grad_band: int = convs.KERNEL_GRAD_BAND
 
   def _block(self, conv, x, feats):
     for _ in range(2):
@@ -191,7 +187,7 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, L_BxHxWx1):
     x = L_BxHxWx1.astype(self.dtype) * constants.L_INPUT_SCALE
-    conv = _conv_factory(self.conv, self.dtype)
+    conv = _conv_factory(self.conv, self.dtype, self.kernel_grad_band)
     skips = []
     for level in range(3):
       x = self._block(conv, x, self.width << level)
@@ -210,62 +206,40 @@ class UNet(nn.Module):
     return x.astype(jnp.float32)  # ab / AB_SCALE, (B, H, W, 2)
 
 
-def create_model(config: ModelConfig) -> nn.Module:
-  """The Flax module for a config."""
+def create_model(config: ModelConfig, *, kernel_grad_band=convs.KERNEL_GRAD_BAND) -> nn.Module:
+  """The Flax module for a config; kernel_grad_band is convs.kernel_grad's band (bench.train
+  times band 0)."""
   dtype = jnp.dtype(config.dtype)
   num_bins = quantize.NUM_BINS if config.loss == 'classification' else 0
+  common = dict(
+    num_bins=num_bins, head_stride=config.head_stride, dtype=dtype, conv=config.conv,
+    kernel_grad_band=kernel_grad_band,
+  )  # fmt: skip
   if config.name == 'seed':
-    return SeedNet(dtype=dtype, num_bins=num_bins, head_stride=config.head_stride, conv=config.conv)
+    return SeedNet(**common)
   if config.name == 'unet':
-    return UNet(
-      config.width, num_bins=num_bins, head_stride=config.head_stride, dtype=dtype, conv=config.conv
-    )
+    return UNet(config.width, **common)
   raise ValueError(f'unknown model {config.name!r}')
 
 
-def decode(config: ModelConfig, output, temperature=None):
-  """The network's output -> ab (B, H, W, 2) in Lab units at the input size.
+def conv_forms(config: ModelConfig, batch_size=1):
+  """[(layer path, input shape, convs.Forms or 'upsample 2x2')] of a network's fast 3x3
+  convolutions at config.image_size (empty unless its conv resolves to 'matmul')."""
+  found = []
 
-  'mse': output * AB_SCALE clipped to [-AB_MAX, AB_MAX]. 'classification': the annealed mean of
-  the logits (plus config.prior_correction * config.bin_log_weights) at `temperature` (default
-  config.temperature), upsampled bilinearly by config.head_stride, then stretched around each
-  image's mean ab by config.chroma_gain (stretch_chroma).
-  """
-  if config.loss == 'mse':
-    if temperature is not None:
-      raise ValueError("an 'mse' model takes no temperature")
-    # tanh * AB_SCALE reaches 128; no sRGB color has |a| or |b| above AB_MAX.
-    return jnp.clip(
-      output.astype(jnp.float32) * constants.AB_SCALE, -constants.AB_MAX, constants.AB_MAX
-    )
-  if config.loss != 'classification':
-    raise ValueError(f'unknown loss {config.loss!r}')
-  if config.prior_correction:
-    if len(config.bin_log_weights) != quantize.NUM_BINS:
-      raise ValueError(
-        f'prior_correction needs the {quantize.NUM_BINS} bin_log_weights that training writes '
-        f'into model.json; this config has {len(config.bin_log_weights)}'
-      )
-    log_w = jnp.asarray(config.bin_log_weights, jnp.float32)
-    output = output.astype(jnp.float32) + config.prior_correction * log_w
-  ab_Bxhxwx2 = quantize.annealed_mean(
-    output, config.temperature if temperature is None else temperature
-  )
-  if config.head_stride != 1:
-    B, h, w, _ = ab_Bxhxwx2.shape
-    s = config.head_stride
-    ab_Bxhxwx2 = jax.image.resize(ab_Bxhxwx2, (B, h * s, w * s, 2), method='bilinear')
-  return stretch_chroma(ab_Bxhxwx2, config.chroma_gain)
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, FastConv3x3) and context.method_name == '__call__':
+      x = args[0]
+      if module.upsample:
+        how = 'upsample2 + 3x3 as one 2x2 convolution'
+      else:
+        kernel_shape = (3, 3, x.shape[-1], module.features)
+        how = convs.forms(x.shape, kernel_shape, module.strides, module.kernel_grad_band)
+      found.append(('/'.join(module.path), tuple(x.shape), how))
+    return next_fun(*args, **kwargs)
 
-
-def stretch_chroma(ab_BxHxWx2, gain):
-  """mean + gain * (ab - mean), with mean each image's mean ab, clipped to [-AB_MAX, AB_MAX].
-
-  Each image's mean ab (the tint, against the truth's) stays as it is, up to the clipping; the
-  spread of its colors around that mean grows by `gain`. gain 1 returns ab unchanged.
-  """
-  if gain == 1:
-    return ab_BxHxWx2
-  mean_Bx1x1x2 = jnp.mean(ab_BxHxWx2, axis=(1, 2), keepdims=True)
-  stretched = mean_Bx1x1x2 + gain * (ab_BxHxWx2 - mean_Bx1x1x2)
-  return jnp.clip(stretched, -constants.AB_MAX, constants.AB_MAX)
+  L = jax.ShapeDtypeStruct((batch_size, config.image_size, config.image_size, 1), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: create_model(config).init(jax.random.key(0), x), L)
+  return found

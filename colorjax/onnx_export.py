@@ -5,10 +5,9 @@ import dataclasses
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from colorjax import models
+from colorjax import decoding, models
 
 INPUT_NAME = 'L'
 OUTPUT_NAME = 'ab'
@@ -30,40 +29,7 @@ def require(module_name):
     ) from e
 
 
-def upsample2_bilinear(x_BxhxwxC):
-  """jax.image.resize(..., 'bilinear') by exactly 2 (half-pixel centers, edges clamped), written
-  with pad, stack and reshape so that the batch can stay symbolic in an ONNX export."""
-
-  def along(x, axis):
-    n = x.shape[axis]
-    first, last = (
-      jax.lax.slice_in_dim(x, 0, 1, axis=axis),
-      jax.lax.slice_in_dim(x, n - 1, n, axis=axis),
-    )
-    prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
-    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
-    even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
-    shape = list(x.shape)
-    shape[axis] = 2 * n
-    return jnp.stack([even, odd], axis=axis + 1).reshape(shape)
-
-  return along(along(x_BxhxwxC, 1), 2)
-
-
-def ab_from_output(config, output, temperature=None):
-  """models.decode, with a classification head's x2 bilinear upsampling done by
-  upsample2_bilinear (jax.image.resize cannot be exported with a symbolic batch) before the
-  chroma stretch, as decode does."""
-  if config.loss != 'classification' or config.head_stride == 1:
-    return models.decode(config, output, temperature)
-  if config.head_stride != 2:
-    raise ValueError(f'cannot export head_stride {config.head_stride}; only 1 and 2')
-  at_head = dataclasses.replace(config, head_stride=1, chroma_gain=1.0)
-  ab_BxHxWx2 = upsample2_bilinear(models.decode(at_head, output, temperature))
-  return models.stretch_chroma(ab_BxHxWx2, config.chroma_gain)
-
-
-def export_onnx(model_config, params, path, image_size=256, temperature=None):
+def export_onnx(model_config, params, path, image_size=256):
   """Writes an ONNX model with a dynamic batch.
 
   Args:
@@ -73,8 +39,6 @@ def export_onnx(model_config, params, path, image_size=256, temperature=None):
       (as inference.Colorizer holds them).
     path: the .onnx file to write (its folder is created).
     image_size: the fixed height and width of the exported input.
-    temperature: a classification model's annealed-mean temperature, fixed in the file (None:
-      the config's).
 
   Returns:
     The path written, as a pathlib.Path.
@@ -91,7 +55,7 @@ def export_onnx(model_config, params, path, image_size=256, temperature=None):
   params = jax.tree.map(lambda p: np.asarray(p, np.float32), params)
 
   def colorize_BxHxWx1(L_BxHxWx1):
-    return ab_from_output(config, model.apply({'params': params}, L_BxHxWx1), temperature)
+    return decoding.ab_from_output(config, model.apply({'params': params}, L_BxHxWx1))
 
   proto = jax2onnx.to_onnx(
     colorize_BxHxWx1,

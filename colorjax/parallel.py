@@ -77,21 +77,28 @@ def global_example_index(local_batch_size, process_index=0, process_count=1):
 
 
 class Runner(NamedTuple):
-  """A train step and the state placement that goes with one parallel mode."""
+  """A train step and the state and batch placement that go with one parallel mode."""
 
-  step: Callable  # (placed state, process-local batch, rng) -> (placed state, metrics)
+  step: Callable  # (placed state, placed batch, rng) -> (placed state, metrics)
   put_state: Callable  # a TrainState of host or device arrays -> placed for `step`
+  put_batch: Callable  # a process-local host batch -> placed for `step` (runs ahead of it)
   get_state: Callable  # placed -> a TrainState to checkpoint (the same on every process)
   local_params: Callable  # placed -> params on this process' first device, for eval
   num_devices: int  # devices the global batch is split over
 
 
-def _first_copy(x):
-  return x.addressable_data(0)
+def first_shard(x):
+  """This process' first shard of a jax.Array (on one device); anything else unchanged."""
+  return x.addressable_data(0) if isinstance(x, jax.Array) else x
+
+
+def host_copy(tree):
+  """NumPy copies of this process' first shard of each array of a pytree."""
+  return jax.tree.map(lambda x: np.array(first_shard(x)), tree)
 
 
 def _unstack_first(x):
-  return np.array(x.addressable_data(0)).reshape(x.shape[1:])
+  return np.array(first_shard(x)).reshape(x.shape[1:])
 
 
 def make_runner(mode, train_step: Callable[..., Any], global_batch_size):
@@ -99,7 +106,7 @@ def make_runner(mode, train_step: Callable[..., Any], global_batch_size):
 
   Args:
     mode: one of PARALLEL_MODES.
-    train_step: the step with its static settings bound (colorjax.train.bind).
+    train_step: the step with its static settings bound (colorjax.train_step.bind).
     global_batch_size: the batch summed over all devices and processes (must split evenly).
   """
   if mode not in PARALLEL_MODES:
@@ -109,7 +116,8 @@ def make_runner(mode, train_step: Callable[..., Any], global_batch_size):
       raise ValueError("parallel='single' cannot span several processes; use 'sharded' or 'pmap'")
     device = jax.local_devices()[0]
     put = lambda s: jax.device_put(s, device)
-    return Runner(jax.jit(train_step, donate_argnums=0), put, lambda s: s, lambda s: s.params, 1)
+    step = jax.jit(train_step, donate_argnums=0)
+    return Runner(step, put, put, lambda s: s, lambda s: s.params, 1)
 
   devices = jax.devices() if mode == 'sharded' else jax.local_devices()
   num = len(devices) * (1 if mode == 'sharded' else jax.process_count())
@@ -135,13 +143,15 @@ def make_runner(mode, train_step: Callable[..., Any], global_batch_size):
         state,
       )
 
-    def step(state, local_batch, rng):
-      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(split, x), local_batch)
-      state, metrics = jitted(state, batch, put_state(jax.random.key_data(rng)))
-      return state, jax.tree.map(_first_copy, metrics)
+    def put_batch(local_batch):
+      return jax.tree.map(lambda x: jax.make_array_from_process_local_data(split, x), local_batch)
 
-    local = lambda s: jax.tree.map(_first_copy, s.params)
-    return Runner(step, put_state, lambda s: s, local, num)
+    def step(state, batch, rng):
+      state, metrics = jitted(state, batch, put_state(jax.random.key_data(rng)))
+      return state, jax.tree.map(first_shard, metrics)
+
+    local = lambda s: jax.tree.map(first_shard, s.params)
+    return Runner(step, put_state, put_batch, lambda s: s, local, num)
 
   n_local = len(devices)
   pmapped = jax.pmap(
@@ -159,11 +169,14 @@ def make_runner(mode, train_step: Callable[..., Any], global_batch_size):
       state,
     )
 
-  def step(state, local_batch, rng):
-    batch = jax.tree.map(lambda x: x.reshape((n_local, -1) + x.shape[1:]), local_batch)
+  def put_batch(local_batch):
+    split = lambda x: np.asarray(x).reshape((n_local, -1) + np.shape(x)[1:])
+    return jax.tree.map(lambda x: jax.device_put(split(x), stacked), local_batch)
+
+  def step(state, batch, rng):
     state, metrics = pmapped(state, batch, rng)
-    return state, jax.tree.map(lambda x: _first_copy(x)[0], metrics)
+    return state, jax.tree.map(lambda x: first_shard(x)[0], metrics)
 
   get_state = lambda s: jax.tree.map(_unstack_first, s)
-  local = lambda s: jax.tree.map(lambda x: _first_copy(x)[0], s.params)
-  return Runner(step, put_state, get_state, local, num)
+  local = lambda s: jax.tree.map(lambda x: first_shard(x)[0], s.params)
+  return Runner(step, put_state, put_batch, get_state, local, num)

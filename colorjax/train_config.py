@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from colorjax import augment, models, parallel, train
+from colorjax import augment, constants, models, parallel, quantize, train_step
 
 
 def _field(default, help):  # pylint: disable=redefined-builtin
@@ -18,7 +18,9 @@ class TrainConfig:
     '', 'data_prep output folder holding train-* and val-* array_record shards'
   )
   sample_data: bool = _field(
-    False, 'build records from the bundled skimage sample photos into data_dir if it has none'
+    False,
+    'launch.train first builds records of the bundled skimage sample photos into data_dir if it '
+    'has none',
   )
   worker_count: int = _field(0, 'Grain worker processes decoding records (0: in the main process)')
   # Model and loss.
@@ -27,7 +29,11 @@ class TrainConfig:
   dtype: str = _field('float32', 'computation dtype (float32 or bfloat16); params stay float32')
   width: int = _field(32, "'unet' only: channels at full resolution (a multiple of 8)")
   head_stride: int = _field(2, "'classification' only: the logits' stride (1 or 2)")
-  temperature: float = _field(0.38, "'classification' only: annealed-mean decoding temperature")
+  temperature: float = _field(
+    quantize.TEMPERATURE,
+    "'classification' only: annealed-mean decoding temperature (lower: closer to the most "
+    'likely color)',
+  )
   prior_correction: float = _field(
     0.0,
     "'classification' only: decoding adds this times log(rebalancing weight) to each bin's "
@@ -40,7 +46,8 @@ class TrainConfig:
     'factor (more colorful at the same tint); 1: off',
   )
   rebalance_lambda: float = _field(
-    0.5, "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off"
+    quantize.LAMBDA,
+    "'classification' only: w = 1 / ((1 - lam) * prior + lam / Q); 1 turns rebalancing off",
   )
   calibrate: bool = _field(
     False,
@@ -56,7 +63,9 @@ class TrainConfig:
     'kernel gradients as matmuls, ~1.6x faster training on a CPU; auto: matmul on a CPU, xla '
     'elsewhere)',
   )
-  image_size: int = _field(256, 'side of the square training images (records must match)')
+  image_size: int = _field(
+    constants.IMAGE_SIZE, 'side of the square training images (records must match)'
+  )
   # Schedule.
   batch_size: int = _field(50, 'global batch size, split over all devices and processes')
   num_train_steps: int = _field(0, 'optimizer steps; 0 means epochs * steps_per_epoch')
@@ -66,9 +75,9 @@ class TrainConfig:
   learning_rate: float = _field(1e-3, 'Adam peak learning rate')
   b1: float = _field(0.9, 'Adam first-moment decay')
   b2: float = _field(0.999, 'Adam second-moment decay')
-  eps: float = _field(1e-7, 'Adam epsilon (1e-7 is the Keras default the report used)')
+  eps: float = _field(train_step.ADAM_EPS, 'Adam epsilon (the Keras default the report used)')
   warmup_steps: int = _field(0, 'linear learning-rate warmup steps from 0')
-  decay: str = _field('none', f'learning-rate decay after warmup, one of {train.DECAYS}')
+  decay: str = _field('none', f'learning-rate decay after warmup, one of {train_step.DECAYS}')
   grad_clip: float = _field(0.0, 'clip gradients to this global norm (0: no clipping)')
   # Augmentation (colorjax.augment.AugmentConfig), applied on device per example.
   rotation_deg: float = _field(20.0, 'random rotation range in degrees, +-rotation_deg')
@@ -99,8 +108,8 @@ class TrainConfig:
     self.augment_config()  # validates the augmentation fields
     if self.parallel not in parallel.PARALLEL_MODES:
       raise ValueError(f'parallel must be one of {parallel.PARALLEL_MODES}, got {self.parallel!r}')
-    if self.decay not in train.DECAYS:
-      raise ValueError(f'decay must be one of {train.DECAYS}, got {self.decay!r}')
+    if self.decay not in train_step.DECAYS:
+      raise ValueError(f'decay must be one of {train_step.DECAYS}, got {self.decay!r}')
     positive = (
       'image_size',
       'batch_size',
@@ -154,7 +163,7 @@ class TrainConfig:
     )
 
   def optimizer(self):
-    return train.make_optimizer(
+    return train_step.make_optimizer(
       self.learning_rate,
       b1=self.b1,
       b2=self.b2,

@@ -1,9 +1,10 @@
 """The training loop: train_and_evaluate(config, workdir) with eval, logging and checkpoints.
 
-Workdir layout (docs: the training contract): model.json, checkpoints/ (Orbax: 'state' =
-{'step', 'params', 'opt_state'} and 'data' = the Grain iterator), metrics.jsonl,
-tensorboard/, samples/step_NNNNNNN.png. A run resumes from the newest checkpoint; SIGTERM saves
-one and returns; a non-finite loss or gradient raises FloatingPointError without saving.
+Workdir layout (docs: the training contract): model.json, train_config.json, checkpoints/
+(Orbax: 'state' = {'step', 'params', 'opt_state'} and 'data' = the Grain iterator),
+metrics.jsonl, tensorboard/, samples/step_NNNNNNN.png. A run resumes from the newest checkpoint;
+SIGTERM saves one and returns; a non-finite loss or gradient raises FloatingPointError without
+saving. Batches are placed on the device(s) ahead of the step, in a background thread.
 """
 
 import dataclasses
@@ -12,20 +13,14 @@ import math
 import os
 import signal
 import time
+from typing import Any
 
 import jax
 import numpy as np
 import tqdm
 
-from colorjax import checkpoint, input_pipeline, models, parallel, quantize, summaries, train
+from colorjax import checkpoint, input_pipeline, models, parallel, quantize, summaries, train_step
 from colorjax.train_config import TrainConfig
-
-
-def _host(tree):
-  """Host NumPy copies (this process' first shard of each array)."""
-  return jax.tree.map(
-    lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree
-  )
 
 
 class _SigtermFlag:
@@ -62,6 +57,11 @@ def _check_finite(step, metrics, manager):
   return values
 
 
+def _due(step, every, last):
+  """Whether something done every `every` steps (and at the last step) is due after `step`."""
+  return step % every == 0 or step == last
+
+
 def class_weights(data_dir, lam=quantize.LAMBDA):
   """The classification loss' rebalancing weights (Q,) from the train split's ab histogram.
 
@@ -92,7 +92,7 @@ def load_samples(data_dir, count, batch_size):
   return {'L': np.concatenate(L)[:count], 'ab': np.concatenate(ab)[:count]}
 
 
-def evaluate(eval_fn, params, config):
+def validation_loss(eval_fn, params, config):
   """Mean validation loss over this process' val slice, summed over processes."""
   totals = np.zeros(2, np.float64)
   for i, batch in enumerate(
@@ -140,125 +140,166 @@ def calibrate_decoding(workdir, data_dir, max_images, max_tint):
   return best
 
 
-def train_and_evaluate(config: TrainConfig, workdir):
+@dataclasses.dataclass
+class TrainResult:
+  """What train_and_evaluate returns."""
+
+  state: Any  # the final TrainState, as host NumPy arrays
+  step: int  # its step
+  loss: float | None = None  # the last logged training loss
+  val_loss: float | None = None  # the last validation loss
+  images_per_sec: float | None = None  # of the last logged window
+  preempted: bool = False  # SIGTERM stopped the run (after saving)
+  samples: str | None = None  # the last sample grid's path
+  last_checkpoint: int = 0  # the step of the last checkpoint saved
+  calibration: dict | None = None  # calibrate_decoding's row (config.calibrate only)
+
+
+def _model_config(config):
+  """The run's ModelConfig and the classification loss' weights (None for MSE)."""
+  model_config = config.model_config()
+  if config.loss != 'classification':
+    return model_config, None
+  weights_Q = class_weights(config.data_dir, config.rebalance_lambda)
+  # Saved with the model: decoding with prior_correction needs them (see colorjax.decoding).
+  log_w = tuple(round(float(x), 6) for x in np.log(weights_Q))
+  return dataclasses.replace(model_config, bin_log_weights=log_w), weights_Q
+
+
+def _write_configs(workdir, model_config, config):
+  with open(os.path.join(workdir, 'model.json'), 'w') as f:
+    f.write(model_config.to_json())
+  with open(os.path.join(workdir, 'train_config.json'), 'w') as f:
+    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+
+
+class _Loop:
+  """The per-step bookkeeping of train_and_evaluate: the metrics window, logs, evals, saves."""
+
+  def __init__(self, config, workdir, writer, manager, runner, fns, samples):
+    self.config, self.workdir, self.writer = config, workdir, writer
+    self.manager, self.runner, self.samples = manager, runner, samples
+    self.eval_fn, self.predict_fn = fns
+    self.window, self.window_start = [], time.perf_counter()
+
+  def log(self, step, result, bar):
+    config = self.config
+    now = time.perf_counter()
+    row = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[-1]}
+    row['images_per_sec'] = len(self.window) * config.batch_size / (now - self.window_start)
+    row['learning_rate'] = float(
+      train_step.learning_rate_schedule(
+        config.learning_rate, config.total_steps, config.warmup_steps, config.decay
+      )(step)
+    )
+    self.writer.scalars(step, row)
+    bar.set_postfix(loss=f'{row["loss"]:.4f}', img_s=f'{row["images_per_sec"]:.1f}')
+    result.loss, result.images_per_sec = row['loss'], row['images_per_sec']
+    self.window, self.window_start = [], now
+
+  def checkpoint(self, step, placed, data_iter, result):
+    checkpoint.save(self.manager, step, self.runner.get_state(placed), data_iter)
+    result.last_checkpoint = step
+
+  def evaluate(self, step, placed, result):
+    params = self.runner.local_params(placed)
+    result.val_loss = validation_loss(self.eval_fn, params, self.config)
+    self.writer.scalars(step, {'val_loss': result.val_loss})
+    if self.samples is not None:
+      result.samples = _write_samples(
+        self.writer, self.workdir, step, self.predict_fn, params, self.samples
+      )
+    self.window_start = time.perf_counter()  # the eval's time is not the window's
+
+
+def train_and_evaluate(config: TrainConfig, workdir) -> TrainResult:
   """Trains (resuming from workdir's newest checkpoint), evaluates and logs; see module doc.
 
   Args:
-    config: the run's TrainConfig.
+    config: the run's TrainConfig; its data_dir must hold the records (launch.train builds the
+      sample records first when config.sample_data is set).
     workdir: output folder (created if missing).
 
   Returns:
-    A dict: 'state' (the final TrainState as host NumPy arrays), 'step', 'loss' (the last
-    logged training loss, or None), 'val_loss' (the last one, or None), 'preempted' (True when
-    SIGTERM stopped the run), 'samples' (path of the last sample grid, or None) and, with
-    config.calibrate on a classification run that finished, 'calibration' (calibrate_decoding's).
+    A TrainResult; with config.calibrate on a classification run that finished, its calibration
+    is calibrate_decoding's row.
   """
   pidx, pcount = parallel.initialize_distributed(
     config.coordinator_address, config.num_processes, config.process_id
   )
   is_main = pidx == 0
   os.makedirs(workdir, exist_ok=True)
-  if config.sample_data:
-    from data_prep import builder  # pylint: disable=g-import-not-at-top
-
-    if is_main:
-      builder.ensure_sample_records(config.data_dir, config.image_size)
-  model_config = config.model_config()
-  weights_Q = None
-  if config.loss == 'classification':
-    weights_Q = class_weights(config.data_dir, config.rebalance_lambda)
-    # Saved with the model: decoding with prior_correction needs them (see models.ModelConfig).
-    log_w = tuple(round(float(x), 6) for x in np.log(weights_Q))
-    model_config = dataclasses.replace(model_config, bin_log_weights=log_w)
+  model_config, weights_Q = _model_config(config)
   if is_main:
-    with open(os.path.join(workdir, 'model.json'), 'w') as f:
-      f.write(model_config.to_json())
-    with open(os.path.join(workdir, 'train_config.json'), 'w') as f:
-      json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    _write_configs(workdir, model_config, config)
 
   model = models.create_model(model_config)
   tx = config.optimizer()
-  step_fn, eval_fn, predict_fn = train.bind(
+  step_fn, eval_fn, predict_fn = train_step.bind(
     model, tx, model_config, config.augment_config(), weights_Q
   )
   runner = parallel.make_runner(config.parallel, step_fn, config.batch_size)
-  eval_fn, predict_fn = jax.jit(eval_fn), jax.jit(predict_fn)
   num_steps = config.total_steps
   local_batch = config.batch_size // pcount
   if local_batch * pcount != config.batch_size:
     raise ValueError(f'batch_size {config.batch_size} does not split over {pcount} processes')
 
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config.image_size))(init_rng)
-  data_iter = iter(
-    input_pipeline.train_dataset(
-      config.data_dir, batch_size=local_batch, seed=config.seed, worker_count=config.worker_count
-    )
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, config.image_size))(
+    init_rng
   )
+  index = parallel.global_example_index(local_batch, pidx, pcount)
+  dataset = input_pipeline.train_dataset(
+    config.data_dir, batch_size=local_batch, seed=config.seed, worker_count=config.worker_count
+  ).map(lambda b: {'L': b['L'], 'ab': b['ab'], 'index': index})
+  data_iter = iter(input_pipeline.device_prefetch(dataset, put=runner.put_batch))
   manager = checkpoint.make_manager(
     workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
   )
   restored = checkpoint.restore_latest(manager, state, data_iter)
   if restored is not None:
     state, data_iter = restored
-  start = int(_host(state.step))
+  start = int(parallel.host_copy(state.step))
   placed = runner.put_state(state)
   del state
-  index = parallel.global_example_index(local_batch, pidx, pcount)
   samples = load_samples(config.data_dir, config.num_samples, config.batch_size)
   writer = summaries.MetricWriter(workdir, enabled=is_main, resume_step=start)
-  result = {'loss': None, 'val_loss': None, 'preempted': False, 'samples': None}
+  loop = _Loop(
+    config, workdir, writer, manager, runner, (jax.jit(eval_fn), jax.jit(predict_fn)), samples
+  )
+  result = TrainResult(state=None, step=start, last_checkpoint=start)
   if is_main and start:
     print(f'resuming from the checkpoint at step {start}')
 
-  window, window_start, pending, last_saved = [], time.perf_counter(), None, start
+  pending = None
   bar = tqdm.tqdm(
     total=num_steps, initial=start, desc='train', disable=not is_main, dynamic_ncols=True
   )
   try:
     with _SigtermFlag() as sigterm:
       for step in range(start, num_steps):
-        batch = next(data_iter)
-        batch = {'L': batch['L'], 'ab': batch['ab'], 'index': index}
-        placed, metrics = runner.step(placed, batch, jax.random.fold_in(train_rng, step))
+        placed, metrics = runner.step(placed, next(data_iter), jax.random.fold_in(train_rng, step))
         done = step + 1
         # Check the previous step while this one runs; sync on steps that log or save.
         if pending is not None:
-          window.append(_check_finite(*pending, manager))
+          loop.window.append(_check_finite(*pending, manager))
         pending = (done, metrics)
         bar.update(1)
-        is_log = done % config.log_every == 0 or done == num_steps
-        is_eval = done % config.eval_every == 0 or done == num_steps
-        is_ckpt = done % config.checkpoint_every == 0 or done == num_steps or sigterm.raised
+        is_log = _due(done, config.log_every, num_steps)
+        is_eval = _due(done, config.eval_every, num_steps)
+        is_ckpt = _due(done, config.checkpoint_every, num_steps) or sigterm.raised
         if not (is_log or is_eval or is_ckpt):
           continue
-        window.append(_check_finite(*pending, manager))
+        loop.window.append(_check_finite(*pending, manager))
         pending = None
         if is_log:
-          now = time.perf_counter()
-          row = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
-          row['images_per_sec'] = len(window) * config.batch_size / (now - window_start)
-          row['learning_rate'] = float(
-            train.learning_rate_schedule(
-              config.learning_rate, num_steps, config.warmup_steps, config.decay
-            )(done)
-          )
-          writer.scalars(done, row)
-          bar.set_postfix(loss=f'{row["loss"]:.4f}', img_s=f'{row["images_per_sec"]:.1f}')
-          result['loss'] = row['loss']
-          window, window_start = [], now
+          loop.log(done, result, bar)
         if is_ckpt:
-          checkpoint.save(manager, done, runner.get_state(placed), data_iter)
-          last_saved = done
+          loop.checkpoint(done, placed, data_iter, result)
         if is_eval:
-          params = runner.local_params(placed)
-          result['val_loss'] = evaluate(eval_fn, params, config)
-          writer.scalars(done, {'val_loss': result['val_loss']})
-          if samples is not None:
-            result['samples'] = _write_samples(writer, workdir, done, predict_fn, params, samples)
-          window_start = time.perf_counter()
+          loop.evaluate(done, placed, result)
         if sigterm.raised:
-          result['preempted'] = True
+          result.preempted = True
           if is_main:
             print(f'\nSIGTERM: saved the checkpoint at step {done} and stopped')
           break
@@ -269,13 +310,13 @@ def train_and_evaluate(config: TrainConfig, workdir):
     manager.wait_until_finished()
     manager.close()
     writer.close()
-  final = _host(runner.get_state(placed))
-  result.update(state=final, step=int(final.step), last_checkpoint=last_saved)
-  done = result['step'] == num_steps and not result['preempted']
-  if is_main and done and config.calibrate and config.loss == 'classification':
-    result['calibration'] = calibrate_decoding(
+  result.state = parallel.host_copy(runner.get_state(placed))
+  result.step = int(result.state.step)
+  finished = result.step == num_steps and not result.preempted
+  if is_main and finished and config.calibrate and config.loss == 'classification':
+    result.calibration = calibrate_decoding(
       workdir, config.data_dir, config.calibrate_images, config.calibrate_max_tint
     )
-  if is_main and result['samples']:
-    print(f'sample colorizations: {os.path.abspath(result["samples"])}')
+  if is_main and result.samples:
+    print(f'sample colorizations: {os.path.abspath(result.samples)}')
   return result

@@ -35,24 +35,7 @@ _PRECISION = flags.DEFINE_enum(
   '(seed network) or bf16 (U-Net), the fastest within 0.2 dB and 2% colorfulness of fp32; else '
   'fp32',
 )
-_TEMPERATURE = flags.DEFINE_float(
-  'temperature',
-  None,
-  'annealed-mean temperature (classification models; default: the model config)',
-)
-
-_PRIOR_CORRECTION = flags.DEFINE_float(
-  'prior_correction',
-  None,
-  'classification models: strength of the shift toward rarer, more saturated colors (0: off; '
-  '< 0 toward common, duller ones, down to -1; default: the model config)',
-)
-_CHROMA_GAIN = flags.DEFINE_float(
-  'chroma_gain',
-  None,
-  "classification models: stretch of each photo's colors around its mean color (1: off; "
-  '> 1 more colorful; default: the model config)',
-)
+_DECODING = launch.define_decoding_flags()
 
 
 def parse_flags(argv):
@@ -83,9 +66,7 @@ def main(argv):
       overwrite=_OVERWRITE.value,
       backend=_BACKEND.value,
       precision=_PRECISION.value,
-      temperature=_TEMPERATURE.value,
-      prior_correction=_PRIOR_CORRECTION.value,
-      chroma_gain=_CHROMA_GAIN.value,
+      **launch.decoding_values(_DECODING),
     )
   except (ValueError, FileNotFoundError) as e:
     logging.error('%s', e)

@@ -20,21 +20,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'where metrics.json, repor
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'photos are center-cropped/resized to this')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', None, 'evaluate the first N images only')
 _SPLIT = flags.DEFINE_string('split', 'val', 'the records split (records input only)')
-_TEMPERATURE = flags.DEFINE_float(
-  'temperature',
-  None,
-  "annealed-mean temperature of classification checkpoints (default: each one's model config)",
-)
-_PRIOR_CORRECTION = flags.DEFINE_float(
-  'prior_correction',
-  None,
-  "prior correction of classification checkpoints (default: each one's model config)",
-)
-_CHROMA_GAIN = flags.DEFINE_float(
-  'chroma_gain',
-  None,
-  "chroma stretch of classification checkpoints (default: each one's model config)",
-)
+_DECODING = launch.define_decoding_flags()
 
 
 def main(argv):
@@ -48,9 +34,7 @@ def main(argv):
     image_size=_IMAGE_SIZE.value,
     max_images=_MAX_IMAGES.value,
     split=_SPLIT.value,
-    temperature=_TEMPERATURE.value,
-    prior_correction=_PRIOR_CORRECTION.value,
-    chroma_gain=_CHROMA_GAIN.value,
+    **launch.decoding_values(_DECODING),
   )
   print(evaluation.report_table(results))
 

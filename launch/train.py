@@ -10,6 +10,7 @@ from absl import app, flags
 
 import launch
 from colorjax import train_config, trainer
+from data_prep import builder
 
 _DEFINE = {
   bool: flags.DEFINE_bool,
@@ -44,9 +45,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   launch.quiet_library_logs()
-  trainer.train_and_evaluate(config_from_flags(), flags.FLAGS.workdir)
+  config = config_from_flags()
+  if config.sample_data and config.process_id == 0:
+    builder.ensure_sample_records(config.data_dir, config.image_size)
+  trainer.train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(launch.expand_flagfiles(argv)))

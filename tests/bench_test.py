@@ -108,7 +108,9 @@ def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
   assert sorted(synthetic) == [2, 4] and sorted(real) == [(2, 0), (2, 1), (4, 0), (4, 1)], result
   assert all(x > 0 for x in [*synthetic.values(), *real.values()])
   ratio = re.search(
-    r'^real pipeline \(best worker count\) / synthetic at batch (\d+): ([0-9.]+)$', result, re.M
+    r'^real pipeline \(launch.train, best worker count\) / synthetic at batch (\d+): ([0-9.]+)$',
+    result,
+    re.M,
   )
   assert ratio, result
   # The fastest synthetic batch is the one fed; the table prints images/s to 0.1 and the ratio

@@ -124,8 +124,6 @@ def test_colorize_bad_inputs(workdir, colorizer):
     inference.colorize(colorizer, _L((60, 64)))
   with pytest.raises(TypeError, match='Colorizer'):
     inference.colorize(workdir[2][0], _L((64, 64)))
-  with pytest.raises(ValueError, match='temperature'):
-    inference.colorize(colorizer, _L((64, 64)), temperature=0.4)
 
 
 def test_upsample_rows_matches_jax_image_resize():
@@ -231,24 +229,3 @@ def test_join_photo_or_L_and_both_gamut_paths():
   assert np.abs(fullsize.join(image, mild).astype(int) - expected)[inside].max() <= 1
   with pytest.raises(ValueError, match='uint8 photo'):
     fullsize.join(np.zeros((4, 5, 2), np.uint8), mild)
-
-
-def test_with_decoding_replaces_a_classification_decoding_only(tmp_path, colorizer):
-  assert inference.with_decoding(colorizer) is colorizer
-  with pytest.raises(ValueError, match="'mse' model takes no temperature"):
-    inference.with_decoding(colorizer, temperature=0.5)
-  with pytest.raises(ValueError, match="'mse' model takes no prior_correction"):
-    inference.with_decoding(colorizer, prior_correction=0.5)
-  with pytest.raises(ValueError, match="'mse' model takes no chroma_gain"):
-    inference.with_decoding(colorizer, chroma_gain=1.5)
-  config, _ = write_workdir(tmp_path / 'cls', image_size=32, loss='classification')
-  cls = inference.load(tmp_path / 'cls')
-  new = inference.with_decoding(cls, temperature=0.2)
-  assert (new.config.temperature, new.config.prior_correction) == (0.2, config.prior_correction)
-  assert new.params is cls.params and cls.config.temperature == config.temperature
-  gained = inference.with_decoding(new, chroma_gain=2)
-  assert (gained.config.temperature, gained.config.chroma_gain) == (0.2, 2.0)
-  with pytest.raises(ValueError, match='chroma_gain must be positive'):
-    inference.with_decoding(cls, chroma_gain=0)
-  with pytest.raises(ValueError, match='temperature must be positive'):
-    inference.with_decoding(cls, temperature=-1)

@@ -139,15 +139,16 @@ def test_eval_process_slices_have_equal_batch_counts_and_cover(data_dir):
 def test_device_prefetch_shards_batches_and_keeps_consumed_state(data_dir):
   mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Explicit,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  put = lambda batch: jax.device_put(batch, sharding)
   ds = input_pipeline.train_dataset(data_dir, batch_size=4, seed=2)
   host = [_ids(b) for b in itertools.islice(iter(ds), 5)]
-  it = iter(input_pipeline.device_prefetch(ds, size=2, sharding=sharding))
+  it = iter(input_pipeline.device_prefetch(ds, size=2, put=put))
   first = _take(it, 2)
   assert isinstance(first[0]['L'], jax.Array) and first[0]['L'].sharding == sharding
   assert len(first[0]['L'].addressable_shards) == 4
   state = it.get_state()  # two consumed even though more are already prefetched
   assert [_ids(jax.device_get(b)) for b in first] == host[:2]
-  resumed = iter(input_pipeline.device_prefetch(ds, size=2, sharding=sharding))
+  resumed = iter(input_pipeline.device_prefetch(ds, size=2, put=put))
   resumed.set_state(state)
   assert [_ids(jax.device_get(b)) for b in _take(resumed, 3)] == host[2:5]
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax import losses, models, quantize
+from colorjax import losses, quantize
 
 RNG = np.random.default_rng(0)
 Q = 268
@@ -107,13 +107,9 @@ def test_classification_loss_gradient_is_finite_and_bad_inputs_raise():
     losses.classification_loss(np.zeros((2, 3, 3, Q)), ab, np.ones(Q))
 
 
-def test_model_loss_dispatches_on_config():
-  ab = RNG.uniform(-60, 60, (2, 8, 8, 2)).astype(np.float32)
-  pred = RNG.uniform(-1, 1, (2, 8, 8, 2)).astype(np.float32)
-  loss, aux = losses.model_loss(models.ModelConfig(loss='mse'), pred, ab)
-  assert float(loss) == pytest.approx(float(losses.mse_loss(pred, ab))) and 'mse' in aux
-  config = models.ModelConfig(loss='classification')
-  loss, _ = losses.model_loss(config, np.zeros((2, 4, 4, Q)), ab, np.ones(Q))
-  assert float(loss) == pytest.approx(np.log(Q), rel=1e-5)
-  with pytest.raises(ValueError, match='weights_Q'):
-    losses.model_loss(config, np.zeros((2, 4, 4, Q)), ab)
+def test_mse_per_example_is_the_batch_mse_per_row():
+  ab = RNG.uniform(-60, 60, (3, 8, 8, 2)).astype(np.float32)
+  pred = RNG.uniform(-1, 1, (3, 8, 8, 2)).astype(np.float32)
+  per = np.asarray(losses.mse_per_example(pred, ab))
+  np.testing.assert_allclose(per, ((pred - ab / 128.0) ** 2).mean(axis=(1, 2, 3)), rtol=1e-5)
+  assert float(losses.mse_loss(pred, ab)) == pytest.approx(per.mean(), rel=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from colorjax import constants, losses, models, quantize
+from colorjax import decoding, losses, models
 
 Q = 268
 PAIRS = [(name, loss) for name in models.MODEL_NAMES for loss in models.LOSSES]
@@ -71,118 +71,7 @@ def test_output_shapes(name, loss, size):
     else:
       assert out.shape == (2, H // stride, W // stride, Q)
     assert out.dtype == jnp.float32
-    assert jax.eval_shape(lambda o: models.decode(config, o), out).shape == (2, H, W, 2)
-
-
-@pytest.mark.parametrize('name,loss', PAIRS)
-def test_decode_gives_ab_in_range_at_input_size(name, loss):
-  # Extreme outputs (no network needed: shapes are covered above, a real pass by the fit below).
-  config = models.ModelConfig(name=name, loss=loss)
-  rng = np.random.default_rng(1)
-  if loss == 'mse':
-    out = np.tanh(rng.normal(0, 5, (2, 16, 24, 2))).astype(np.float32)  # saturated: |ab| to 128
-  else:
-    out = rng.normal(0, 50, (2, 8, 12, Q)).astype(np.float32)  # near one-hot distributions
-  ab = np.asarray(models.decode(config, out))
-  assert ab.shape == (2, 16, 24, 2) and np.isfinite(ab).all()
-  assert np.abs(ab).max() <= constants.AB_MAX
-  if loss == 'mse':
-    ref = np.clip(out * constants.AB_SCALE, -constants.AB_MAX, constants.AB_MAX)
-    np.testing.assert_allclose(ab, ref, rtol=1e-6)
-    assert np.abs(ab).max() == constants.AB_MAX
-
-
-def test_decode_classification_is_upsampled_annealed_mean():
-  logits = np.random.default_rng(2).normal(0, 20, (2, 4, 6, Q)).astype(np.float32)
-  config = models.ModelConfig(loss='classification', head_stride=1, temperature=0.5)
-  np.testing.assert_allclose(
-    models.decode(config, logits), quantize.annealed_mean(logits, 0.5), atol=1e-4
-  )
-  np.testing.assert_allclose(
-    models.decode(config, logits, temperature=1.0), quantize.annealed_mean(logits, 1.0), atol=1e-4
-  )
-
-  # Stride 2: bilinear x2 of the annealed mean (half-pixel centers, edges clamped), by hand:
-  # out[2k] = 0.75 x[k] + 0.25 x[k - 1], out[2k + 1] = 0.75 x[k] + 0.25 x[k + 1].
-  def up2(x, axis):
-    prev = np.concatenate([np.take(x, [0], axis), np.delete(x, -1, axis)], axis)
-    nxt = np.concatenate([np.delete(x, 0, axis), np.take(x, [-1], axis)], axis)
-    return np.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], axis + 1).reshape(
-      x.shape[:axis] + (2 * x.shape[axis],) + x.shape[axis + 1 :]
-    )
-
-  small = np.asarray(quantize.annealed_mean(logits, 0.5), np.float64)
-  config2 = dataclasses.replace(config, head_stride=2)
-  np.testing.assert_allclose(models.decode(config2, logits), up2(up2(small, 1), 2), atol=1e-3)
-  with pytest.raises(ValueError, match='temperature'):
-    models.decode(models.ModelConfig(), np.zeros((1, 8, 8, 2)), temperature=0.5)
-
-
-def test_decode_prior_correction_is_logit_adjustment():
-  rng = np.random.default_rng(3)
-  logits = rng.normal(0, 3, (2, 4, 6, Q)).astype(np.float32)
-  log_w = tuple(float(x) for x in rng.normal(0, 1, Q))
-  plain = models.ModelConfig(loss='classification', head_stride=1, temperature=0.4)
-  config = dataclasses.replace(plain, prior_correction=0.3, bin_log_weights=log_w)
-  # beta * log w added to every pixel's logits before the annealed mean (NumPy reference).
-  shifted = (logits + 0.3 * np.asarray(log_w, np.float32)) / 0.4
-  p = np.exp(shifted - shifted.max(-1, keepdims=True))
-  ref = (p / p.sum(-1, keepdims=True)) @ np.asarray(quantize.BIN_CENTERS, np.float64)
-  np.testing.assert_allclose(models.decode(config, logits), ref, atol=1e-3)
-  # Weights alone change nothing; a correction toward one bin pulls every pixel toward it.
-  np.testing.assert_allclose(
-    models.decode(dataclasses.replace(config, prior_correction=0.0), logits),
-    models.decode(plain, logits),
-  )
-  target = 17
-  toward = tuple(5.0 if q == target else 0.0 for q in range(Q))
-  pulled = models.decode(
-    dataclasses.replace(config, bin_log_weights=toward, prior_correction=4.0), logits
-  )
-  center = np.asarray(quantize.BIN_CENTERS[target])
-  base = models.decode(plain, logits)
-  assert np.all(np.linalg.norm(pulled - center, axis=-1) < np.linalg.norm(base - center, axis=-1))
-  with pytest.raises(ValueError, match='bin_log_weights'):
-    models.decode(dataclasses.replace(plain, prior_correction=0.2), logits)
-  # A negative correction pushes away from the bin; -1 is the floor (it undoes the rebalancing).
-  pushed = models.decode(
-    dataclasses.replace(config, bin_log_weights=toward, prior_correction=-1.0), logits
-  )
-  # (Removing mass p from the bin scales each pixel's distance to it by 1 / (1 - p).)
-  far, near = np.linalg.norm(pushed - center, axis=-1), np.linalg.norm(base - center, axis=-1)
-  assert np.all(far >= near - 1e-4) and far.mean() > near.mean() + 1e-3
-  for bad in (-1.5, float('inf'), float('nan')):
-    with pytest.raises(ValueError, match='prior_correction'):
-      dataclasses.replace(plain, prior_correction=bad)
-
-
-def test_decode_chroma_gain_stretches_each_image_around_its_mean():
-  rng = np.random.default_rng(4)
-  logits = rng.normal(0, 1, (3, 4, 6, Q)).astype(np.float32)
-  plain = models.ModelConfig(loss='classification', head_stride=2, temperature=0.3)
-  base = np.asarray(models.decode(plain, logits), np.float64)
-  stretched = np.asarray(models.decode(dataclasses.replace(plain, chroma_gain=1.3), logits))
-  # NumPy reference, per image: mean + 1.3 * (ab - mean), after the upsampling.
-  mean = base.reshape(3, -1, 2).mean(axis=1)[:, None, None, :]
-  ref = np.clip(mean + 1.3 * (base - mean), -constants.AB_MAX, constants.AB_MAX)
-  np.testing.assert_allclose(stretched, ref, atol=1e-3)
-  # Each image keeps its mean (nothing clips here), so the tint does not change.
-  assert np.abs(ref).max() < constants.AB_MAX
-  np.testing.assert_allclose(stretched.mean(axis=(1, 2)), mean[:, 0, 0], atol=1e-3)
-  # The images are independent: stretching a batch is stretching each image.
-  one = models.decode(dataclasses.replace(plain, chroma_gain=1.3), logits[1:2])
-  np.testing.assert_allclose(one[0], stretched[1], atol=1e-4)
-  # Far outside the gamut it clips; a gain below 1 desaturates toward the mean.
-  wild = np.asarray(models.stretch_chroma(base, 50.0))
-  assert np.abs(wild).max() == constants.AB_MAX
-  damped = np.asarray(models.stretch_chroma(base, 0.5))
-  assert np.abs(damped - mean).max() < np.abs(base - mean).max()
-  assert models.stretch_chroma(base, 1.0) is base
-  for bad in (0.0, -1.0, float('inf'), float('nan')):
-    with pytest.raises(ValueError, match='chroma_gain must be positive'):
-      dataclasses.replace(plain, chroma_gain=bad)
-  with pytest.raises(ValueError, match="chroma_gain is a 'classification' decoding"):
-    models.ModelConfig(chroma_gain=1.5)
+    assert jax.eval_shape(lambda o: decoding.decode(config, o), out).shape == (2, H, W, 2)
 
 
 def test_config_json_round_trip_and_validation():
@@ -245,5 +134,5 @@ def test_classification_loss_decreases_with_adam():
   assert np.isfinite(history).all()
   assert history[-1] < 0.6 * history[0], history
   # Decoded colors move toward the targets: closer than the gray prediction (ab = 0).
-  pred = np.asarray(models.decode(config, jax.jit(model.apply)(params, L)))
+  pred = np.asarray(decoding.decode(config, jax.jit(model.apply)(params, L)))
   assert np.abs(pred - ab).mean() < 0.8 * np.abs(ab).mean()

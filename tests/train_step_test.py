@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import augment, constants, lab, losses, models, quantize, records, train
+from colorjax import augment, constants, lab, losses, models, quantize, records, train_step
 
 SIZE, BATCH = 32, 4
 
@@ -63,9 +63,9 @@ def _photos(size, names=('astronaut', 'chelsea', 'coffee', 'rocket')):
 def setup():
   config = models.ModelConfig(image_size=SIZE)
   model = models.create_model(config)
-  tx = train.make_optimizer(1e-3, eps=1e-7)
-  step, evaluate, _ = train.bind(model, tx, config, augment.AugmentConfig.none())
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
+  tx = train_step.make_optimizer(1e-3, eps=1e-7)
+  step, evaluate, _ = train_step.bind(model, tx, config, augment.AugmentConfig.none())
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
   return jax.jit(step), jax.jit(evaluate), state
 
 
@@ -116,7 +116,7 @@ def test_augmentation_depends_on_example_index_only():
   rng = jax.random.key(3)
   batch = _photos(16)
   L, ab = augment.prepare_batch(batch)
-  aug = jax.jit(lambda *a: train.augment_examples(*a, augment.AugmentConfig()))
+  aug = jax.jit(lambda *a: train_step.augment_examples(*a, augment.AugmentConfig()))
   L_all, ab_all = aug(rng, batch['index'], L, ab)
   L_two, ab_two = aug(rng, batch['index'][2:], L[2:], ab[2:])
   np.testing.assert_array_equal(np.asarray(L_all)[2:], np.asarray(L_two))
@@ -125,24 +125,24 @@ def test_augmentation_depends_on_example_index_only():
 
 
 def test_schedule_and_optimizer_settings():
-  sched = train.learning_rate_schedule(1.0, 10, warmup_steps=2, decay='linear')
+  sched = train_step.learning_rate_schedule(1.0, 10, warmup_steps=2, decay='linear')
   np.testing.assert_allclose(
     [float(sched(s)) for s in (0, 1, 2, 6, 10)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6
   )
-  cos = train.learning_rate_schedule(2.0, 4, decay='cosine')
+  cos = train_step.learning_rate_schedule(2.0, 4, decay='cosine')
   np.testing.assert_allclose(float(cos(2)), 1.0, atol=1e-6)
-  clipped = train.make_optimizer(1.0, grad_clip=0.5)
+  clipped = train_step.make_optimizer(1.0, grad_clip=0.5)
   grads = {'w': np.array([3.0, 4.0], np.float32)}
   updates, _ = clipped.update(grads, clipped.init(grads))
   ref = optax.adam(1.0)
   ref_updates, _ = ref.update({'w': grads['w'] * 0.1}, ref.init(grads))
   np.testing.assert_allclose(updates['w'], ref_updates['w'], rtol=1e-4)
   with pytest.raises(ValueError, match='decay'):
-    train.learning_rate_schedule(1.0, 10, decay='step')
+    train_step.learning_rate_schedule(1.0, 10, decay='step')
   with pytest.raises(ValueError, match='learning_rate'):
-    train.make_optimizer(0.0)
+    train_step.make_optimizer(0.0)
   with pytest.raises(ValueError, match='grad_clip'):
-    train.make_optimizer(1.0, grad_clip=-1.0)
+    train_step.make_optimizer(1.0, grad_clip=-1.0)
 
 
 def test_bad_batch_is_rejected(setup):
@@ -152,16 +152,16 @@ def test_bad_batch_is_rejected(setup):
   with pytest.raises(ValueError, match=r'\(B, H, W, 1\)'):
     step(state, bad, jax.random.key(0))
   with pytest.raises(ValueError, match='unknown loss'):
-    train.loss_fn('l1', np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 2)))
+    train_step.loss_fn('l1', np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 2)))
 
 
 def test_classification_loss_step_matches_losses_module():
   config = models.ModelConfig(image_size=SIZE, loss='classification')
   model = models.create_model(config)
-  tx = train.make_optimizer(1e-3)
+  tx = train_step.make_optimizer(1e-3)
   weights = np.linspace(0.5, 2.0, quantize.NUM_BINS).astype(np.float32)
-  step, evaluate, _ = train.bind(model, tx, config, augment.AugmentConfig.none(), weights)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
+  step, evaluate, _ = train_step.bind(model, tx, config, augment.AugmentConfig.none(), weights)
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
   batch = _photos(SIZE)
   L, ab = records.dequantize(batch['L'], batch['ab'])
   expected, _ = losses.classification_loss(model.apply(state.params, L), ab, weights)
@@ -170,4 +170,4 @@ def test_classification_loss_step_matches_losses_module():
   _, metrics = jax.jit(step)(state, batch, jax.random.key(1))
   np.testing.assert_allclose(float(metrics['loss']), float(expected), rtol=1e-5)
   with pytest.raises(ValueError, match='weights_Q'):
-    train.loss_fn('classification', np.zeros((1, 2, 2, 3)), np.zeros((1, 4, 4, 2)))
+    train_step.loss_fn('classification', np.zeros((1, 2, 2, 3)), np.zeros((1, 4, 4, 2)))

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from colorjax import augment, models, parallel, train
+from colorjax import augment, models, parallel, train_step
 
 SIZE, BATCH, STEPS = 16, 4, 2
 
@@ -27,14 +27,15 @@ def _run(mode):
   # Adam's early steps are about lr * sign(gradient) for gradients far above eps, which turns
   # summation-order noise in near-zero gradients into whole steps; a large eps keeps the
   # update proportional to small gradients, so the comparison below can be tight.
-  tx = train.make_optimizer(1e-3, eps=1e-3)
-  step, _, _ = train.bind(model, tx, config, augment.AugmentConfig())
+  tx = train_step.make_optimizer(1e-3, eps=1e-3)
+  step, _, _ = train_step.bind(model, tx, config, augment.AugmentConfig())
   runner = parallel.make_runner(mode, step, BATCH)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
   state = runner.put_state(state)
   losses = []
   for i, batch in enumerate(_batches()):
-    state, metrics = runner.step(state, batch, jax.random.fold_in(jax.random.key(1), i))
+    placed = runner.put_batch(batch)
+    state, metrics = runner.step(state, placed, jax.random.fold_in(jax.random.key(1), i))
     losses.append(float(metrics['loss']))
   host = jax.tree.map(np.asarray, runner.get_state(state))
   return losses, host, runner

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from colorjax import augment, constants, losses, models
+from colorjax import augment, decoding, losses
 
 DECAYS = ('none', 'cosine', 'linear')
+ADAM_EPS = 1e-7  # the Keras default the report trained with
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -53,7 +54,7 @@ def make_optimizer(
   *,
   b1=0.9,
   b2=0.999,
-  eps=1e-8,
+  eps=ADAM_EPS,
   num_steps=1,
   warmup_steps=0,
   decay='none',
@@ -81,14 +82,6 @@ def create_train_state(rng, model, tx, image_size):
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def predict_ab(model_config, output):
-  """Model output -> ab in Lab units (models.decode when the model family defines it)."""
-  decode = getattr(models, 'decode', None)
-  if decode is not None:
-    return decode(model_config, output)
-  return output * constants.AB_SCALE
-
-
 def loss_fn(loss, output, ab_BxHxWx2, weights_Q=None):
   """(per-example loss (B,), per-example weight (B,)); a batch's loss is sum(l * w) / sum(w).
 
@@ -97,8 +90,7 @@ def loss_fn(loss, output, ab_BxHxWx2, weights_Q=None):
   on nearly gray examples, so sum(l * w) / sum(w) is exactly its batch loss.
   """
   if loss == 'mse':
-    err = output.astype(jnp.float32) - ab_BxHxWx2 / constants.AB_SCALE
-    per = jnp.mean(jnp.square(err), axis=tuple(range(1, err.ndim)))
+    per = losses.mse_per_example(output, ab_BxHxWx2)
     return per, jnp.ones_like(per)
   if loss == 'classification':
     if weights_Q is None:
@@ -172,7 +164,7 @@ def eval_step(params, batch, *, model, model_config, weights_Q=None):
 
 def predict_step(params, L_BxHxWx1, *, model, model_config):
   """Float L in [0, 100] -> predicted ab in Lab units (for the sample grids)."""
-  return predict_ab(model_config, model.apply(params, L_BxHxWx1))
+  return decoding.decode(model_config, model.apply(params, L_BxHxWx1))
 
 
 def bind(model, tx, model_config, augment_config, weights_Q=None):

@@ -154,11 +154,13 @@ def test_evaluate_decodes_classification_checkpoints_as_asked(tmp_path):
   assert asked[checkpoints[0]]['per_image'] == plain[checkpoints[0]]['per_image']
   colorizer = inference.load(tmp_path / 'cls')
   corrected = colorizer.replace(
-    config=dataclasses.replace(colorizer.config, prior_correction=0.5, chroma_gain=1.5)
+    config=dataclasses.replace(
+      colorizer.config, temperature=0.7, prior_correction=0.5, chroma_gain=1.5
+    )
   )
   ids, L, ab_gt = zip(*evaluation.load_eval_images(tmp_path / 'records'))
   L = np.stack(L)
-  ab = np.asarray(inference.colorize(corrected, L[..., None], temperature=0.7))
+  ab = np.asarray(inference.colorize(corrected, L[..., None]))
   expected, _ = evaluation.score(ids, L, np.stack(ab_gt), ab)
   np.testing.assert_allclose(asked[checkpoints[1]]['psnr'], expected['psnr'], rtol=1e-4)
   assert asked[checkpoints[1]]['psnr'] != plain[checkpoints[1]]['psnr']

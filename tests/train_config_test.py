@@ -6,6 +6,7 @@ import os
 import pytest
 from absl import flags
 
+import launch
 from colorjax import train_config
 from launch import train as launch_train
 
@@ -16,7 +17,7 @@ FLAGFILES = sorted(glob.glob(os.path.join(ROOT, 'launch', 'configs', '*.flags'))
 def _parse(*args):
   fv = flags.FlagValues()
   launch_train.define_flags(fv)
-  fv(['train', *args])
+  fv(launch.expand_flagfiles(['train', *args]))
   return fv
 
 
@@ -26,20 +27,33 @@ def test_the_three_configs_are_checked_in():
 
 
 @pytest.mark.parametrize('path', FLAGFILES, ids=os.path.basename)
-def test_flagfile_parses_and_sets_every_field(path):
+def test_flagfile_parses_and_lists_only_what_differs(path):
   fv = _parse(f'--flagfile={path}')
-  config = launch_train.config_from_flags(fv)
-  assert isinstance(config, train_config.TrainConfig)
-  text = open(path).read()
-  for line in text.splitlines():
-    if line.startswith('--'):
+  assert isinstance(launch_train.config_from_flags(fv), train_config.TrainConfig)
+  lines = open(path).read().splitlines()
+  # Each value differs from TrainConfig's default and from the flagfile it extends (one place
+  # for each default); a comment line introduces each group of flags.
+  parent = [line for line in lines if line.startswith('--flagfile=')]
+  base = _parse(parent[0].replace('=', f'={os.path.dirname(path)}/', 1)) if parent else _parse()
+  for i, line in enumerate(lines):
+    if line.startswith('--') and not line.startswith('--flagfile='):
       name = line[2:].split('=', 1)[0]
       assert fv[name].present, name
-  # A comment line documents each flag.
-  lines = text.splitlines()
-  for i, line in enumerate(lines):
-    if line.startswith('--') and i > 0:
+      if name != 'workdir':
+        assert fv[name].value != base[name].value, f'{line} repeats the value it already has'
       assert lines[i - 1].startswith(('#', '--')), line
+
+
+def test_vivid_extends_the_reports_setup_from_any_working_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  vivid = launch_train.config_from_flags(_parse(f'--flagfile={ROOT}/launch/configs/vivid.flags'))
+  assert (vivid.model, vivid.loss, vivid.data_dir, vivid.worker_count) == (
+    'unet',
+    'classification',
+    'data/coco',
+    4,
+  )
+  assert (vivid.batch_size, vivid.total_steps, vivid.image_size) == (50, 20000, 256)
 
 
 def test_seed_coco_is_the_reports_setup():

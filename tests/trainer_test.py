@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, 'launch', 'configs', 'tiny.flags')
 STEPS = 12
-# eps=1e-3: see train_parallel_test (Adam turns summation-order noise into whole steps).
+# eps=1e-3: see parallel_test (Adam turns summation-order noise into whole steps).
 RUN = [f'--num_train_steps={STEPS}', '--checkpoint_every=2', '--eval_every=6', '--eps=1e-3']
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry', 'retina')
 

@@ -13,7 +13,7 @@ from inference_test import write_workdir
 from PIL import Image
 
 import colorjax
-from colorjax import colorize_files, cpu_runtime, inference, onnx_export, quantize
+from colorjax import colorize_files, cpu_runtime, decoding, onnx_export, quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,7 +223,7 @@ def test_decoding_knobs_override_the_model_config(tmp_path):
     outputs[beta, gain] = np.asarray(Image.open(out / 'coffee.png'), np.int16)
   assert np.abs(outputs[None, None] - outputs[2.0, None]).max() > 2
   # The gain reaches the model: the photo is colorized as by a colorizer decoding with it.
-  gained = inference.with_decoding(colorjax.load(tmp_path / 'cls'), chroma_gain=3.0)
+  gained = decoding.with_decoding(colorjax.load(tmp_path / 'cls'), chroma_gain=3.0)
   expected = colorjax.colorize_image(gained, tmp_path / 'coffee.png')
   np.testing.assert_array_equal(outputs[None, 3.0], expected)
   assert np.any(outputs[None, 3.0] != outputs[None, None])

@@ -11,7 +11,7 @@ import skimage.data
 from inference_test import write_workdir
 from PIL import Image
 
-from colorjax import calibration, evaluation, inference, quantize, trainer
+from colorjax import calibration, decoding, evaluation, inference, quantize, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,7 +134,7 @@ def test_sweep_scores_each_decoding_as_colorize_and_score_do(tmp_path, photos):
   ids, L, ab = (list(x) for x in zip(*images))
   L, ab = np.stack(L), np.stack(ab)
   for r in rows:
-    decoded = inference.with_decoding(
+    decoded = decoding.with_decoding(
       colorizer,
       temperature=r['temperature'],
       prior_correction=r['prior_correction'],

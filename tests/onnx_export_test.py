@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import lab, models, quantize
+from colorjax import decoding, lab, models, quantize
 
 pytest.importorskip('jax2onnx')
 pytest.importorskip('onnx')
@@ -41,20 +41,11 @@ def exported(request, tmp_path_factory, photos_L):
     )
   model = models.create_model(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)))['params']
-  ab = np.asarray(models.decode(config, model.apply({'params': params}, photos_L)))
+  ab = np.asarray(decoding.decode(config, model.apply({'params': params}, photos_L)))
   path = onnx_export.export_onnx(
     config, params, tmp_path_factory.mktemp('onnx') / 'seed.onnx', image_size=SIZE
   )
   return path, ab, config, params
-
-
-def test_upsample2_bilinear_matches_jax_image_resize():
-  x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
-  expected = jax.image.resize(x, (2, 10, 14, 3), method='bilinear')
-  np.testing.assert_allclose(onnx_export.upsample2_bilinear(x), expected, rtol=0, atol=1e-5)
-  # Hand check on one row: centers at 0.25 / 0.75 between neighbours, edges clamped.
-  row = onnx_export.upsample2_bilinear(np.array([0.0, 4.0]).reshape(1, 1, 2, 1))[0, 0, :, 0]
-  np.testing.assert_allclose(row, [0.0, 1.0, 3.0, 4.0])
 
 
 def test_export_writes_dynamic_batch_and_metadata(exported):
