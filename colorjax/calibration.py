@@ -16,13 +16,12 @@ into a checkpoint's model.json.
 
 import dataclasses
 import json
-import pathlib
 import shutil
 
 import jax
 import numpy as np
 
-from colorjax import decoding, evaluation, inference, metrics, models, visualize
+from colorjax import decoding, evaluation, fileutil, inference, metrics, models, visualize
 
 TEMPERATURES = (0.1, 0.2, 0.3, 0.38, 0.6)
 CORRECTIONS = (-0.5, -0.3, -0.15, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3)
@@ -188,15 +187,31 @@ def choose(rows, target_colorfulness=TARGET_COLORFULNESS, max_tint=MAX_TINT):
 
 def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='val',
               target_colorfulness=TARGET_COLORFULNESS, max_tint=MAX_TINT, dry_run=False,
-              temperatures=TEMPERATURES, corrections=CORRECTIONS):  # fmt: skip
+              temperatures=TEMPERATURES, corrections=CORRECTIONS, lock=True):  # fmt: skip
   """launch.calibrate: sweeps a checkpoint's decodings on `source` (photos or records, see
   evaluation.load_eval_images; image_size defaults to the model's) over the temperatures x
   corrections grid and the gains that reach the target, prints the table, chooses,
   and unless dry_run writes the sweep into calibration.json and the choice into its model.json
   (the previous one kept as model.json.uncalibrated). Returns (rows, chosen row). Raises
   ValueError, model.json unchanged, when no decoding keeps the tint <= max_tint (calibration.json
-  is written, with chosen None)."""
-  path = pathlib.Path(checkpoint)
+  is written, with chosen None). With lock, the folder is locked while it is rewritten
+  (fileutil.LockedError when another run holds it); the shipped model is read-only."""
+  path = inference.resolve(checkpoint)
+  if not dry_run and str(checkpoint) == inference.PRETRAINED:
+    raise ValueError(
+      'the shipped model is read-only: export it (launch.export --checkpoint=pretrained '
+      '--output=DIR) and calibrate DIR, or pass --dry_run'
+    )
+  if lock and not dry_run:  # it rewrites model.json: no other run may use the folder meanwhile
+    with fileutil.exclusive_lock(path):
+      return _calibrate(path, source, image_size, max_images, split, target_colorfulness,
+                        max_tint, dry_run, temperatures, corrections)  # fmt: skip
+  return _calibrate(path, source, image_size, max_images, split, target_colorfulness, max_tint,
+                    dry_run, temperatures, corrections)  # fmt: skip
+
+
+def _calibrate(path, source, image_size, max_images, split, target_colorfulness, max_tint,
+               dry_run, temperatures, corrections):  # fmt: skip
   colorizer = inference.load(path)
   size = image_size or colorizer.config.image_size
   images = evaluation.load_eval_images(source, size, max_images=max_images, split=split)
@@ -240,7 +255,7 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
       'chosen': best,
       'sweep': rows,
     }
-    (path / 'calibration.json').write_text(json.dumps(record, indent=2))
+    fileutil.atomic_write_text(path / 'calibration.json', json.dumps(record, indent=2))
   if failure:
     raise ValueError(
       f'{failure}; {model_json} is unchanged'
@@ -256,6 +271,6 @@ def calibrate(checkpoint, source, *, image_size=None, max_images=None, split='va
       prior_correction=best['prior_correction'],
       chroma_gain=best['chroma_gain'],
     )
-    model_json.write_text(tuned.config.to_json())
+    fileutil.atomic_write_text(model_json, tuned.config.to_json())
     print(f'wrote {model_json} (the previous one: {backup}) and {path / "calibration.json"}')
   return rows, best

@@ -38,6 +38,14 @@ def shard_paths(data_dir, split):
   return paths
 
 
+def example_size(data_dir, split):
+  """(height, width) of a split's first record."""
+  source = grain.sources.ArrayRecordDataSource(shard_paths(data_dir, split))
+  if not len(source):
+    raise ValueError(f'the {split} records in {data_dir} hold no example')
+  return records.decode_quantized(source[0])['L'].shape[:2]
+
+
 def _source(data_dir, split):
   return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(shard_paths(data_dir, split)))
 

@@ -4,6 +4,7 @@ import sys
 
 from absl import app, flags
 
+from colorjax import fileutil
 from data_prep import builder
 
 _INPUT_DIR = flags.DEFINE_string('input_dir', None, 'Folder read recursively, or "samples".')
@@ -45,6 +46,11 @@ def main(argv):
       tfds_name=_TFDS_NAME.value,
       tfds_data_dir=_TFDS_DATA_DIR.value,
     )
+  except (fileutil.LockedError, builder.OutputDirError) as e:
+    # Another build owns the folder, or it cannot be written: nothing was built; say why in one
+    # line (no traceback) and exit 2 so scripts can tell this from bad inputs (1).
+    print(f'data_prep: {e}', file=sys.stderr)
+    return 2
   except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
     print(f'build_records: error: {e}', file=sys.stderr)
     return 1
@@ -52,5 +58,10 @@ def main(argv):
   return 0
 
 
+def run(argv=None):
+  """The CLI (`python -m data_prep.build_records`, `colorjax prep`)."""
+  app.run(main, argv=argv)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

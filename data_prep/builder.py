@@ -4,16 +4,22 @@ Output layout of OUT for a split S with M shards:
   S-00000-of-0000M.array_record ...  the records (colorjax/records.py), WRITER_OPTIONS.
   .shards/S-0000k-of-0000M.json      per-shard stats (record count, skipped ids, ab histogram,
                                      settings fingerprint), written before the shard is renamed
-                                     from its temporary name, so a shard is complete iff both exist.
+                                     from its temporary name: a shard is complete iff both exist
+                                     and the shard's record count equals the stats' one.
   manifest.json                      {'splits': {S: {...}}}: one entry per split, replaced when that
                                      split finishes (settings, shards with record counts, totals,
-                                     skipped ids by reason, ab histogram on the AB_GRID_* grid).
+                                     skipped ids by reason, ignored symlinked and unreadable
+                                     folders, ab histogram on the AB_GRID_* grid).
+  .colorjax.lock                     held (flock) by the build writing into OUT: one build at a
+                                     time, a second one fails at once naming the first.
+Every file is written under a temporary name from mkstemp ('.NAME.XXXXXXXX.tmp') and renamed into
+place, so no file is ever seen half written and no planted symlink is followed.
 Input i (in the source's sorted order) goes to shard i * M // n, whatever the number of workers,
 so shards are byte-identical for any --workers and a rerun after a kill rebuilds only the shards
-that are missing.
+that are missing or incomplete.
 """
 
-import fcntl
+import errno
 import json
 import math
 import multiprocessing
@@ -26,7 +32,7 @@ import numpy as np
 import tqdm
 from array_record.python import array_record_module
 
-from colorjax import constants
+from colorjax import constants, fileutil
 from data_prep import images, sources
 
 MANIFEST = 'manifest.json'
@@ -38,6 +44,21 @@ WRITER_OPTIONS = 'group_size:1,uncompressed'
 DELAY_ENV = 'COLORJAX_DATA_PREP_DELAY_S'
 
 _WORKER = {}
+
+
+class SplitExistsError(FileExistsError):
+  """OUT holds this split already (complete, or from other inputs or settings)."""
+
+
+class OutputDirError(OSError):
+  """OUT cannot be created or written (read-only, a file in its place, disk full, ...)."""
+
+  def __init__(self, output_dir, error):
+    super().__init__(error.errno, f'cannot write to {output_dir}: {error.strerror or error}')
+    self.filename = error.filename  # the file the error was about
+
+  def __str__(self):
+    return self.strerror
 
 
 def shard_name(split, k, num_shards):
@@ -71,10 +92,11 @@ def _process(i):
 
 
 def _write_json(path, obj):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  fileutil.atomic_write_text(path, json.dumps(obj, indent=1))
+
+
+def _warn(message):
+  print(f'data_prep: warning: {message}', file=sys.stderr, flush=True)
 
 
 def _read_json(path):
@@ -86,47 +108,94 @@ def _read_json(path):
 
 
 def _existing_shards(output_dir, split):
-  pattern = re.compile(rf'^\.?{re.escape(split)}-\d{{5}}-of-\d{{5}}\.array_record(\.tmp)?$')
+  """Shard files of a split in OUT, and temporary ones ('.NAME.XXXXXXXX.tmp', '.NAME.tmp')."""
+  name = rf'{re.escape(split)}-\d{{5}}-of-\d{{5}}\.array_record'
+  pattern = re.compile(rf'^(?:{name}|\.{name}(?:\.[A-Za-z0-9_]+)?\.tmp)$')
   return sorted(f for f in os.listdir(output_dir) if pattern.match(f))
 
 
+def _remove_temp_files(output_dir, split):
+  """Temporary stats and manifest files a killed run left (no run is writing: OUT is locked)."""
+  stats = re.compile(
+    rf'^\.?{re.escape(split)}-\d{{5}}-of-\d{{5}}\.array_record\.json(?:\.[A-Za-z0-9_]+)?\.tmp$'
+  )
+  stats_dir = os.path.join(output_dir, '.shards')
+  for f in os.listdir(stats_dir):
+    if stats.match(f):
+      os.remove(os.path.join(stats_dir, f))
+  manifest = re.compile(rf'^\.?{re.escape(MANIFEST)}(?:\.[A-Za-z0-9_]+)?\.tmp$')
+  for f in os.listdir(output_dir):
+    if manifest.match(f):
+      os.remove(os.path.join(output_dir, f))
+
+
+def shard_records(path):
+  """The number of records in an ArrayRecord file, or None when it is missing or unreadable."""
+  try:
+    reader = array_record_module.ArrayRecordReader(os.fspath(path))
+  except Exception:  # pylint: disable=broad-except  (missing, too short, corrupt)
+    return None
+  try:
+    return reader.num_records() if reader.ok() else None
+  finally:
+    try:
+      reader.close()
+    except Exception:  # pylint: disable=broad-except  (a corrupt file may fail to close too)
+      pass
+
+
+def _shard_problem(output_dir, name, stats):
+  """Why the shard `name` with these stats is not complete, or None when it is."""
+  found = shard_records(os.path.join(output_dir, name))
+  if found is None:
+    return 'is unreadable (missing, empty or truncated)'
+  if found != stats['records']:
+    return f'holds {found} records where its stats say {stats["records"]}'
+  return None
+
+
 def _write_shard(output_dir, split, k, num_shards, results, fingerprint):
-  """Writes one shard from an iterator of _process results; returns its stats."""
+  """Writes one shard from an iterator of _process results; returns its stats.
+
+  The shard is written under a temporary name and renamed into place after its stats: killed
+  anywhere, the run leaves either no shard or a complete one.
+  """
   name = shard_name(split, k, num_shards)
-  tmp = os.path.join(output_dir, f'.{name}.tmp')
-  writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
-  hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
-  count, skipped, details = 0, {r: [] for r in images.SKIP_REASONS}, {}
-  for status, id_, a, b in results:
-    if status == 'ok':
-      writer.write(a)
-      hist += b
-      count += 1
-    else:
-      skipped[a].append(id_)
-      details[id_] = b
-  writer.close()
-  stats = {
-    'file': name,
-    'records': count,
-    'skipped': skipped,
-    'skip_details': details,
-    'ab_histogram': hist.tolist(),
-    'fingerprint': fingerprint,
-  }
-  _write_json(os.path.join(output_dir, '.shards', f'{name}.json'), stats)
-  os.replace(tmp, os.path.join(output_dir, name))
+  with fileutil.replacing(os.path.join(output_dir, name)) as tmp:
+    writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
+    hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
+    count, skipped, details = 0, {r: [] for r in images.SKIP_REASONS}, {}
+    for status, id_, a, b in results:
+      if status == 'ok':
+        writer.write(a)
+        hist += b
+        count += 1
+      else:
+        skipped[a].append(id_)
+        details[id_] = b
+    writer.close()
+    written = shard_records(tmp)
+    if written != count:  # e.g. a file system that lost the data: never mark it complete
+      raise OSError(errno.EIO, f'the shard written holds {written} records, not {count}', tmp)
+    stats = {
+      'file': name,
+      'records': count,
+      'skipped': skipped,
+      'skip_details': details,
+      'ab_histogram': hist.tolist(),
+      'fingerprint': fingerprint,
+    }
+    _write_json(os.path.join(output_dir, '.shards', f'{name}.json'), stats)
   return stats
 
 
 def _update_manifest(output_dir, split, entry):
-  with open(os.path.join(output_dir, '.manifest.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    path = os.path.join(output_dir, MANIFEST)
-    manifest = _read_json(path) or {}
-    manifest.setdefault('splits', {})[split] = entry
-    manifest['record_format'] = 'colorjax/records.py (CJX1)'
-    _write_json(path, manifest)
+  """Replaces the split's entry (the caller holds OUT's lock, so no other build writes it)."""
+  path = os.path.join(output_dir, MANIFEST)
+  manifest = _read_json(path) or {}
+  manifest.setdefault('splits', {})[split] = entry
+  manifest['record_format'] = 'colorjax/records.py (CJX1)'
+  _write_json(path, manifest)
 
 
 def _remove_split(output_dir, split):
@@ -143,6 +212,7 @@ def _plan(output_dir, split, num_shards, settings, fingerprint, overwrite):
   if overwrite:
     _remove_split(output_dir, split)
   names = [shard_name(split, k, num_shards) for k in range(num_shards)]
+  _remove_temp_files(output_dir, split)
   done, foreign = [], []
   for f in _existing_shards(output_dir, split):
     if f.startswith('.'):
@@ -151,16 +221,21 @@ def _plan(output_dir, split, num_shards, settings, fingerprint, overwrite):
       foreign.append(f)
     else:
       stats = _read_json(os.path.join(output_dir, '.shards', f'{f}.json'))
-      (done if stats and stats['fingerprint'] == fingerprint else foreign).append(f)
+      if not (stats and stats['fingerprint'] == fingerprint):
+        foreign.append(f)
+      elif problem := _shard_problem(output_dir, f, stats):
+        _warn(f'{os.path.join(output_dir, f)} {problem}: rebuilding it')
+      else:
+        done.append(f)
   if foreign:
-    raise FileExistsError(
+    raise SplitExistsError(
       f'{output_dir} holds {split} shards built from other inputs or settings '
       f'(e.g. {foreign[0]}); pass overwrite=True (--overwrite) to replace them'
     )
   manifest = _read_json(os.path.join(output_dir, MANIFEST)) or {}
   recorded = manifest.get('splits', {}).get(split, {}).get('settings')
   if len(done) == num_shards and recorded == settings:  # else only the manifest is missing
-    raise FileExistsError(
+    raise SplitExistsError(
       f'{output_dir} already holds a complete {split} split ({num_shards} shards); '
       'pass overwrite=True (--overwrite) to rebuild it'
     )
@@ -209,15 +284,19 @@ def build_records(
     workers: processes decoding images (default os.cpu_count()); shards do not depend on it.
     resize: 'crop' (shorter side to image_size, center crop) or 'squash'.
     min_size: inputs with a shorter side below it are skipped.
-    overwrite: replace an existing split; without it a complete split raises FileExistsError
-      and a partial one (same inputs and settings) is completed.
+    overwrite: replace an existing split; without it a complete split raises SplitExistsError
+      and a partial one (same inputs and settings) is completed: missing shards, and shards
+      whose record count differs from their stats (truncated, 0-byte), are rebuilt.
     tfds_name, tfds_data_dir: read a TFDS array_record dataset instead of a folder.
     progress: show a tqdm bar.
   Returns:
     The split's manifest entry (a dict; also in OUT/manifest.json under ['splits'][split]).
   Raises:
-    ValueError on bad settings or no input; FileExistsError as above; RuntimeError when every
-    input was skipped (the manifest then says why).
+    ValueError on bad settings or no input; FileNotFoundError when input_dir is no folder;
+    SplitExistsError (a FileExistsError) as above; fileutil.LockedError when another build
+    writes into output_dir (its message names that process); OutputDirError (an OSError) when
+    output_dir cannot be created or written; RuntimeError when every input was skipped (the
+    manifest then says why).
   """
   if image_size < 1 or min_size < 0 or resize not in images.RESIZE_MODES:
     raise ValueError(
@@ -228,6 +307,7 @@ def build_records(
     raise ValueError(f'split must be a plain name, got {split!r}')
   start = time.time()
   source = sources.open_source(input_dir, split, tfds_name, tfds_data_dir)
+  _warn_ignored(source)
   n = len(source)
   if n == 0:
     raise ValueError(f'no image files in {source.description}')
@@ -244,6 +324,44 @@ def build_records(
     resample='jpeg: libjpeg-turbo M/8 scaling + opencv bicubic; else pil antialiased bicubic',
   )
   fingerprint = json.dumps([settings, n, source.fingerprint()])
+  try:
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+      raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    with fileutil.exclusive_lock(output_dir):
+      entry = _build_locked(
+        source, output_dir, split, num_shards=num_shards, workers=workers, options=options,
+        settings=settings, fingerprint=fingerprint, overwrite=overwrite, progress=progress,
+      )  # fmt: skip
+  except (SplitExistsError, fileutil.LockedError, OutputDirError):
+    raise
+  except OSError as e:
+    raise OutputDirError(output_dir, e) from e
+  entry['seconds'] = time.time() - start
+  if entry['num_records'] == 0:
+    raise RuntimeError(
+      f'no image of {n} was written (all skipped): see {os.path.join(output_dir, MANIFEST)}'
+    )
+  return entry
+
+
+def _warn_ignored(source):
+  for key, what in (
+    ('ignored_symlinked_folders', 'symlinked folders not followed'),
+    ('unreadable_folders', 'unreadable folders skipped'),
+  ):
+    folders = getattr(source, key, [])
+    if folders:
+      shown = ', '.join(folders[:3]) + (', ...' if len(folders) > 3 else '')
+      _warn(f'{len(folders)} {what} under {source.description}: {shown} (see manifest {key})')
+
+
+def _build_locked(
+  source, output_dir, split, *, num_shards, workers, options, settings, fingerprint, overwrite,
+  progress,
+):  # fmt: skip
+  """build_records' work, with OUT locked; returns the manifest entry."""
+  n = len(source)
   os.makedirs(os.path.join(output_dir, '.shards'), exist_ok=True)
   todo = _plan(output_dir, split, num_shards, settings, fingerprint, overwrite)
   bounds = shard_bounds(n, num_shards)
@@ -270,14 +388,9 @@ def build_records(
     bar.close()
     if pool is not None:
       pool.terminate()
-  entry = _manifest_entry(output_dir, split, num_shards, settings, n, source.ignored)
+  entry = _manifest_entry(output_dir, split, num_shards, settings, source)
   _update_manifest(output_dir, split, entry)
-  entry['seconds'] = time.time() - start
   entry['written_now'] = len(indices)
-  if entry['num_records'] == 0:
-    raise RuntimeError(
-      f'no image of {n} was written (all skipped): see {os.path.join(output_dir, MANIFEST)}'
-    )
   return entry
 
 
@@ -287,13 +400,17 @@ def _counting(results, bar):
     yield r
 
 
-def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
+def _manifest_entry(output_dir, split, num_shards, settings, source):
+  """The split's manifest entry from its shards' stats, each shard checked against its stats."""
   hist = np.zeros((constants.AB_GRID_SIZE,) * 2, np.int64)
   skipped, details = {r: [] for r in images.SKIP_REASONS}, {}
   shards = []
   for k in range(num_shards):
     name = shard_name(split, k, num_shards)
     stats = _read_json(os.path.join(output_dir, '.shards', f'{name}.json'))
+    problem = 'has no stats' if stats is None else _shard_problem(output_dir, name, stats)
+    if problem:  # changed under this build (OUT is locked): never report the split complete
+      raise OSError(errno.EIO, f'the shard just written {problem}; rerun to rebuild it', name)
     shards.append({'file': name, 'records': stats['records']})
     hist += np.asarray(stats['ab_histogram'], np.int64)
     for reason, ids in stats['skipped'].items():
@@ -301,10 +418,12 @@ def _manifest_entry(output_dir, split, num_shards, settings, n, ignored):
     details.update(stats['skip_details'])
   return {
     'settings': settings,
-    'num_inputs': n,
+    'num_inputs': len(source),
     'num_records': sum(s['records'] for s in shards),
     'num_skipped': sum(len(v) for v in skipped.values()),
-    'ignored_non_image_files': ignored,
+    'ignored_non_image_files': source.ignored,
+    'ignored_symlinked_folders': list(getattr(source, 'ignored_symlinked_folders', [])),
+    'unreadable_folders': list(getattr(source, 'unreadable_folders', [])),
     'shards': shards,
     'files': [os.path.abspath(os.path.join(output_dir, s['file'])) for s in shards],
     'skipped': skipped,
@@ -337,8 +456,9 @@ def summary(entry):
 def ensure_sample_records(output_dir, image_size, *, progress=False):
   """Builds train and val splits of scikit-image's sample photos in output_dir unless present.
 
-  A samples split of another image_size is rebuilt; a split built from other inputs raises
-  FileExistsError rather than being replaced. Returns {split: list of shard paths}.
+  A samples split of another image_size is rebuilt, a shard whose record count differs from the
+  manifest's (missing, truncated) too; a split built from other inputs raises FileExistsError
+  rather than being replaced. Returns {split: list of shard paths}.
   """
   manifest = _read_json(os.path.join(output_dir, MANIFEST)) or {}
   out = {}
@@ -346,14 +466,14 @@ def ensure_sample_records(output_dir, image_size, *, progress=False):
     entry = manifest.get('splits', {}).get(split)
     if entry and not entry['settings']['source'].startswith('samples'):
       raise FileExistsError(f'{output_dir} holds a {split} split of other images; use another dir')
-    if not (
-      entry
-      and entry['settings']['image_size'] == image_size
-      and all(os.path.exists(f) for f in entry['files'])
-    ):
+    same_size = entry is not None and entry['settings']['image_size'] == image_size
+    intact = same_size and all(
+      shard_records(os.path.join(output_dir, s['file'])) == s['records'] for s in entry['shards']
+    )
+    if not intact:  # same size: only the broken shards are rebuilt
       entry = build_records(
         'samples', output_dir, split, image_size=image_size, workers=1,
-        overwrite=entry is not None, progress=progress,
+        overwrite=entry is not None and not same_size, progress=progress,
       )  # fmt: skip
     out[split] = entry['files']
   return out

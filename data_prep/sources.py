@@ -28,7 +28,13 @@ def _image_extensions():
 
 
 class FolderSource:
-  """Every file with an image extension under root (recursive), sorted by relative path."""
+  """Every file with an image extension under root (recursive), sorted by relative path.
+
+  Hidden files and folders ('.' names) are left out. Symlinked folders are not followed (a link
+  to a parent would loop, and a link elsewhere would pull in photos from outside root) but are
+  listed in ignored_symlinked_folders; folders that cannot be listed (e.g. permission denied)
+  are listed in unreadable_folders ('.' for root itself). Symlinked files are read.
+  """
 
   def __init__(self, root):
     self.root = os.path.abspath(root)
@@ -36,8 +42,18 @@ class FolderSource:
       raise FileNotFoundError(f'input_dir {root!r} is not a directory')
     exts = _image_extensions()
     ids, self.ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(self.root):
+    self.ignored_symlinked_folders, self.unreadable_folders = [], []
+
+    def rel(path):
+      return os.path.relpath(path, self.root).replace(os.sep, '/')
+
+    def unreadable(error):
+      self.unreadable_folders.append(rel(error.filename or self.root))
+
+    for dirpath, dirnames, filenames in os.walk(self.root, onerror=unreadable):
       dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+      links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+      self.ignored_symlinked_folders += [rel(os.path.join(dirpath, d)) for d in links]
       for name in filenames:
         if name.startswith('.'):
           continue
@@ -46,6 +62,8 @@ class FolderSource:
         else:
           self.ignored += 1
     self.ids = sorted(ids)
+    self.ignored_symlinked_folders.sort()
+    self.unreadable_folders.sort()
     self.description = self.root
 
   def __len__(self):

@@ -7,13 +7,63 @@ as it is.
 """
 
 import os
+import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from colorjax import host_memory
 
 if os.environ.get('COLORJAX_RETAIN_HOST_MEMORY', '1') != '0':
   host_memory.retain_freed_memory()
+
+
+_VERBOSE = flags.DEFINE_bool(
+  'verbose', False, 'on an error, show the traceback (by default: one line saying what is wrong)'
+)
+# What a user can cause and fix (a wrong path, a bad value, a folder in use, a full disk, a
+# diverged run): one line and exit code 2. Anything else is a bug and shows its traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+
+
+def one_line(error):
+  """An exception's message on one line."""
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+def run(main, name, required=(), argv=None):
+  """app.run for a launch command: flags parsed (flagfiles expanded), a bad or missing flag or a
+  user error exits with 2 and one line naming the command; --verbose shows the traceback.
+  main(argv) returns the exit code (None: 0)."""
+
+  if argv:  # the `colorjax` command passes 'colorjax NAME' as the program's name
+    name = argv[0]
+
+  def parse(args):
+    try:
+      args = flags.FLAGS(expand_flagfiles(args))
+    except flags.Error as e:
+      print(f'{name}: {one_line(e)} (see --helpfull)', file=sys.stderr)
+      sys.exit(2)
+    missing = [f'--{f}' for f in required if flags.FLAGS[f].value is None]
+    if missing:
+      print(f'{name}: missing {", ".join(missing)} (see --helpfull)', file=sys.stderr)
+      sys.exit(2)
+    if len(args) > 1:
+      print(f'{name}: unexpected arguments {args[1:]} (see --helpfull)', file=sys.stderr)
+      sys.exit(2)
+    return args
+
+  def guarded(args):
+    quiet_library_logs()
+    try:
+      return main(args)
+    except USER_ERRORS as e:
+      if _VERBOSE.value:
+        raise
+      print(f'{name}: {one_line(e)}', file=sys.stderr)
+      return 2
+
+  app.run(guarded, argv=argv, flags_parser=parse)
 
 
 def quiet_library_logs():

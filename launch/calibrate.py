@@ -12,7 +12,7 @@ training further: a resumed launch.train rewrites model.json from its flags. --i
 photos or of records (its --split), held out from training.
 """
 
-from absl import app, flags
+from absl import flags
 
 import launch
 from colorjax import calibration
@@ -43,16 +43,7 @@ _CORRECTIONS = flags.DEFINE_list(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  launch.quiet_library_logs()
-  try:
-    _calibrate()
-  except (ValueError, FileNotFoundError) as e:  # a regression model, no images, a wrong path
-    raise SystemExit(f'launch.calibrate: {e}') from None
-
-
-def _calibrate():
+  del argv  # checked by launch.run
   calibration.calibrate(
     _CHECKPOINT.value,
     _INPUT.value,
@@ -67,6 +58,9 @@ def _calibrate():
   )
 
 
+def run(argv=None):
+  launch.run(main, 'launch.calibrate', required=['checkpoint', 'input'], argv=argv)
+
+
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['checkpoint', 'input'])
-  app.run(main)
+  run()

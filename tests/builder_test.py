@@ -179,7 +179,7 @@ def test_cli_builds_records_matching_skimage_and_lists_skips(folder, tmp_path):
   assert manifest['ignored_non_image_files'] == 1
   assert manifest['num_records'] == sum(s['records'] for s in manifest['shards']) == len(GOOD)
   assert sorted(os.listdir(out)) == [
-    '.manifest.lock',
+    '.colorjax.lock',
     '.shards',
     'manifest.json',
     'train-00000-of-00002.array_record',
@@ -233,6 +233,19 @@ def _shard_bytes(out):
   return {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f.endswith('.array_record')}
 
 
+def _temp_files(out):
+  return [f for d in (out, out / '.shards') for f in os.listdir(d) if f.endswith('.tmp')]
+
+
+def _comparable(out):
+  """Shards, their stats and the manifest of OUT, with OUT's own path taken out."""
+  files = _shard_bytes(out)
+  for f in sorted(os.listdir(out / '.shards')):
+    files[f] = (out / '.shards' / f).read_bytes()
+  files['manifest.json'] = (out / 'manifest.json').read_text().replace(str(out), 'OUT')
+  return files
+
+
 def test_two_workers_give_byte_identical_shards(many, tmp_path):
   root, ref = many
   builder.build_records(
@@ -282,6 +295,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(many, tmp_path):
   rerun = _cli(*args)
   assert rerun.returncode == 0, rerun.stderr
   assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+  assert not _temp_files(tmp_path)  # whatever the kill left was removed
   manifest = json.loads((tmp_path / 'manifest.json').read_text())['splits']['train']
   assert manifest['num_records'] == 24
   assert [s['records'] for s in manifest['shards']] == [4] * 6
@@ -421,3 +435,173 @@ TinyCoco(data_dir={str(data_dir)!r}, file_format='array_record').download_and_pr
     np.testing.assert_allclose(
       ex['L'][..., 0], skcolor.rgb2lab(expected)[..., 0], atol=records.L_MAX_ERROR + 1e-3
     )
+
+
+MANY_ARGS = ['--image_size=16', '--min_size=8', '--num_shards=6']
+MANY_KW = dict(image_size=16, min_size=8, num_shards=6, workers=1, progress=False)
+
+
+def _wait_for_first_shard(out, proc, timeout=60):
+  deadline = time.time() + timeout
+  while not _shard_bytes(out) and time.time() < deadline:
+    assert proc.poll() is None, 'the first build ended before its first shard'
+    time.sleep(0.02)
+
+
+def test_a_second_build_into_the_same_folder_exits_2_naming_the_first(many, tmp_path):
+  # Without the lock the second run removed the first one's temporary shard and both renamed
+  # each other's files: the first could report a complete split holding a 0-byte shard.
+  root, ref = many
+  args = [f'--input_dir={root}', f'--output_dir={tmp_path}', *MANY_ARGS, '--workers=1']
+  env = {**os.environ, 'PYTHONPATH': str(REPO), builder.DELAY_ENV: '0.2'}
+  first = subprocess.Popen(
+    [sys.executable, '-m', 'data_prep.build_records', *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    _wait_for_first_shard(tmp_path, first)  # well inside the first build
+    second = _cli(*args, env={builder.DELAY_ENV: '0.2'})
+    assert first.poll() is None, 'the runs did not overlap'
+  finally:
+    out, err = first.communicate(timeout=120)
+  assert second.returncode == 2, second.stderr
+  assert second.stderr.count('\n') == 1  # one line, no traceback
+  assert second.stderr.startswith(
+    f'data_prep: {tmp_path} is in use by process {first.pid} ({os.path.basename(sys.executable)} '
+    '-m data_prep.build_records'
+  )
+  assert second.stderr.rstrip().endswith('wait for it or choose another folder')
+  assert first.returncode == 0, err
+  assert _comparable(tmp_path) == _comparable(ref)
+  again = _cli(*args)  # the lock went with the first process
+  assert again.returncode == 1 and 'already holds a complete train split' in again.stderr
+
+
+@pytest.mark.parametrize('size', [0, 70000])
+def test_a_truncated_shard_is_rebuilt_not_reported_complete(many, tmp_path, capsys, size):
+  root, ref = many
+  out = tmp_path / 'out'
+  builder.build_records(str(root), str(out), 'train', **MANY_KW)
+  broken = out / 'train-00002-of-00006.array_record'
+  os.truncate(broken, size)  # 0 bytes, or cut inside its chunks
+  mtime = os.path.getmtime(out / 'train-00001-of-00006.array_record')
+  capsys.readouterr()
+  entry = builder.build_records(str(root), str(out), 'train', **MANY_KW)  # no overwrite
+  assert f'{broken} is unreadable (missing, empty or truncated): rebuilding it' in (
+    capsys.readouterr().err
+  )
+  assert entry['written_now'] == 4  # that shard's 4 images only
+  assert os.path.getmtime(out / 'train-00001-of-00006.array_record') == mtime
+  assert _comparable(out) == _comparable(ref)  # byte for byte
+
+
+def test_a_shard_with_fewer_records_than_its_stats_is_rebuilt(many, tmp_path, capsys):
+  root, ref = many
+  builder.build_records(str(root), str(tmp_path), 'train', **MANY_KW)
+  # A valid ArrayRecord file of 1 record where the stats say 4 (e.g. another build's file).
+  writer = array_record_module.ArrayRecordWriter(
+    str(tmp_path / 'train-00003-of-00006.array_record'), builder.WRITER_OPTIONS
+  )
+  writer.write(b'x')
+  writer.close()
+  capsys.readouterr()
+  builder.build_records(str(root), str(tmp_path), 'train', **MANY_KW)
+  assert 'holds 1 records where its stats say 4: rebuilding it' in capsys.readouterr().err
+  assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+
+
+def test_temporary_files_of_a_killed_run_are_removed(many, tmp_path):
+  root, ref = many
+  builder.build_records(str(root), str(tmp_path), 'train', **MANY_KW)
+  (tmp_path / 'train-00001-of-00006.array_record').unlink()  # as if killed while writing it
+  left = [
+    tmp_path / '.train-00001-of-00006.array_record.k3j_h5g6.tmp',  # mkstemp's names
+    tmp_path / '.train-00001-of-00006.array_record.tmp',  # older data_prep's name
+    tmp_path / '.shards' / '.train-00001-of-00006.array_record.json.a1b2c3d4.tmp',
+    tmp_path / '.manifest.json.zz9_8y7x.tmp',
+  ]
+  for path in left:
+    path.write_bytes(b'half written')
+  builder.build_records(str(root), str(tmp_path), 'train', **MANY_KW)
+  assert not _temp_files(tmp_path)
+  assert _shard_bytes(tmp_path) == _shard_bytes(ref)
+
+
+def test_symlinked_and_unreadable_folders_are_listed_not_silently_omitted(
+  tmp_path, capsys, monkeypatch
+):
+  root = tmp_path / 'photos'
+  for rel in ('a/p0.jpg', 'secret/p1.jpg', 'secret/deeper/p2.jpg'):
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(jpeg(pattern(24, 24, 7)))
+  outside = tmp_path / 'elsewhere'
+  outside.mkdir()
+  (outside / 'p3.jpg').write_bytes(jpeg(pattern(24, 24, 8)))
+  os.symlink(outside, root / 'ext')
+  os.symlink(root, root / 'a' / 'loop')  # a loop if followed
+  secret = root / 'secret'
+  if os.geteuid() == 0:  # root reads a chmod 000 folder: make listing it fail as it would
+    real_scandir = os.scandir
+
+    def scandir(path='.'):
+      if os.fspath(path) == str(secret):
+        raise PermissionError(13, 'Permission denied', os.fspath(path))
+      return real_scandir(path)
+
+    monkeypatch.setattr(os, 'scandir', scandir)
+  else:
+    os.chmod(secret, 0)
+  try:
+    entry = builder.build_records(
+      str(root), str(tmp_path / 'out'), 'train', image_size=16, min_size=8, workers=1,
+      progress=False,
+    )  # fmt: skip
+  finally:
+    os.chmod(secret, 0o755)
+  assert entry['num_records'] == 1 and entry['files']
+  manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())['splits']['train']
+  assert manifest['ignored_symlinked_folders'] == ['a/loop', 'ext']
+  assert manifest['unreadable_folders'] == ['secret']
+  err = capsys.readouterr().err
+  assert f'2 symlinked folders not followed under {root}: a/loop, ext' in err
+  assert f'1 unreadable folders skipped under {root}: secret' in err
+
+
+def test_an_output_folder_that_cannot_be_written_exits_2_in_one_line(many, tmp_path):
+  root, _ = many
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder')
+  link_target = tmp_path / 'target.txt'
+  link_target.write_text('keep')
+  linked = tmp_path / 'linked'
+  linked.mkdir()
+  os.symlink(link_target, linked / '.colorjax.lock')  # a planted link is never written through
+  cases = {
+    a_file: 'Not a directory',
+    a_file / 'sub': 'Not a directory',
+    linked: 'the lock file is a symbolic link; refusing to use it',
+  }
+  if os.geteuid() != 0:  # root writes into a read-only folder
+    read_only = tmp_path / 'read_only'
+    read_only.mkdir(mode=0o555)
+    cases[read_only / 'out'] = 'Permission denied'
+  for out, reason in cases.items():
+    proc = _cli(f'--input_dir={root}', f'--output_dir={out}', *MANY_ARGS, '--workers=1')
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f'data_prep: cannot write to {out}: {reason}\n'
+  assert a_file.read_text() == 'not a folder' and link_target.read_text() == 'keep'
+  with pytest.raises(builder.OutputDirError, match='cannot write to') as e:
+    builder.build_records(str(root), str(a_file), 'train', **MANY_KW)
+  assert isinstance(e.value, OSError)
+
+
+def test_sample_records_rebuild_a_truncated_shard(tmp_path):
+  files = builder.ensure_sample_records(str(tmp_path), 16)
+  before = {f: open(f, 'rb').read() for f in files['train']}
+  os.truncate(files['train'][0], 0)
+  assert builder.ensure_sample_records(str(tmp_path), 16) == files
+  assert {f: open(f, 'rb').read() for f in files['train']} == before
