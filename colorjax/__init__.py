@@ -14,6 +14,7 @@ _EXPORTS = {
   'colorize_images': 'inference',
   'load': 'inference',
   'with_decoding': 'decoding',
+  'suggest_colors': 'suggest',
   'lab_to_rgb': 'lab',
   'rgb_to_lab': 'lab',
   'ModelConfig': 'models',
@@ -22,11 +23,13 @@ _EXPORTS = {
   'encode_example': 'records',
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, 'cpu_runtime'])
 __version__ = '0.1.0'
 
 
 def __getattr__(name):
+  if name == 'cpu_runtime':  # the module, callable as its cpu_runtime function
+    return importlib.import_module('colorjax.cpu_runtime')
   if name in _EXPORTS:
     value = getattr(importlib.import_module(f'colorjax.{_EXPORTS[name]}'), name)
     globals()[name] = value  # later lookups skip this function
@@ -35,4 +38,4 @@ def __getattr__(name):
 
 
 def __dir__():
-  return sorted(set(globals()) | set(_EXPORTS))
+  return sorted(set(globals()) | set(__all__))

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import pth
+from colorjax import convs, pth
 
 BN_EPS = 1e-3
 NUM_CLASSES = 1000
@@ -64,6 +64,21 @@ class FrozenBatchNorm(nn.Module):
     return x * scale.astype(self.dtype) + bias.astype(self.dtype)
 
 
+class DepthwiseConv(nn.Module):
+  """nn.Conv(C, (k, k), strides, 'SAME', feature_group_count=C, use_bias=False): the same param
+  and init, computed by convs.depthwise_conv (faster on XLA's CPU backend)."""
+
+  kernel: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (self.kernel, self.kernel, 1, x.shape[-1])
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), shape)
+    return convs.depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
+
+
 class MBConv(nn.Module):
   """Inverted residual block without squeeze-excitation: 1x1 expand, depthwise, 1x1 project."""
 
@@ -72,6 +87,7 @@ class MBConv(nn.Module):
   expansion: int
   features: int
   dtype: Any = jnp.float32
+  fast_depthwise: bool = False  # DepthwiseConv instead of nn.Conv: same params and function
 
   @nn.compact
   def __call__(self, x):
@@ -84,9 +100,12 @@ class MBConv(nn.Module):
     h = x
     if self.expansion != 1:
       h = nn.relu6(bn('bn0')(conv(hidden, 1, 'expand_conv')(h)))
-    depthwise = conv(
-      hidden, self.kernel, 'depthwise_conv', strides=self.stride, feature_group_count=hidden
-    )
+    if self.fast_depthwise:
+      depthwise = DepthwiseConv(self.kernel, self.stride, self.dtype, name='depthwise_conv')
+    else:
+      depthwise = conv(
+        hidden, self.kernel, 'depthwise_conv', strides=self.stride, feature_group_count=hidden
+      )
     h = nn.relu6(bn('bn1')(depthwise(h)))
     h = bn('bn2')(conv(self.features, 1, 'project_conv')(h))
     if self.stride == 1 and c_in == self.features:
@@ -99,15 +118,19 @@ class EfficientNetLite0(nn.Module):
 
   num_classes: int = NUM_CLASSES
   dtype: Any = jnp.float32
+  fast_depthwise: bool = False  # see MBConv
 
   @nn.compact
-  def __call__(self, x_BxHxWx3, *, features_only=False):
+  def __call__(self, x_BxHxWx3, *, features_only=False, stem_extra=None):
     """Runs the network.
 
     Args:
       x_BxHxWx3: RGB in [-1, 1] (see `preprocess`).
       features_only: return the feature pyramid instead of logits; the head's params
         (`conv_head`, `bn_head`, `fc`) are then neither created nor needed.
+      stem_extra: optional extra input channels (B, H, W, C), e.g. a colorizer's hints, seen by
+        a zero-initialized 3x3 stride-2 convolution (`conv_stem_extra`) added to the stem's: at
+        initialization the network is the pretrained one.
 
     Returns:
       With `features_only`, a tuple of the outputs of blocks 0, 2, 4, 10 and 15 (strides 2, 4, 8,
@@ -124,10 +147,23 @@ class EfficientNetLite0(nn.Module):
       dtype=self.dtype,
       name='conv_stem',
     )(x)
+    if stem_extra is not None:
+      x = x + nn.Conv(
+        STEM_CHANNELS,
+        (3, 3),
+        strides=2,
+        padding='SAME',
+        use_bias=False,
+        kernel_init=nn.initializers.zeros,
+        dtype=self.dtype,
+        name='conv_stem_extra',
+      )(stem_extra.astype(self.dtype))
     x = nn.relu6(FrozenBatchNorm(dtype=self.dtype, name='bn_stem')(x))
     features = []
     for i, (kernel, stride, expansion, _, c_out) in enumerate(block_configs()):
-      x = MBConv(kernel, stride, expansion, c_out, dtype=self.dtype, name=f'block_{i:02d}')(x)
+      x = MBConv(
+        kernel, stride, expansion, c_out, self.dtype, self.fast_depthwise, name=f'block_{i:02d}'
+      )(x)
       if i in FEATURE_BLOCKS:
         features.append(x)
     if features_only:

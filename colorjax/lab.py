@@ -138,3 +138,9 @@ def rgb8_to_lab(rgb_u8):
     tmp *= np.float32(200.0)
     lab[:, 2] = tmp
   return out.reshape(rgb_u8.shape)
+
+
+def gray_srgb(L, xp=np):
+  """Companded sRGB value in [0, 1] of the neutral gray of lightness L (any shape): how a
+  grayscale photo with that L looks to a network trained on RGB photos."""
+  return linear_to_srgb(_f_inv((L + 16.0) / 116.0, xp), xp)

@@ -1,6 +1,7 @@
 """Flax colorization networks: L (B, H, W, 1) in Lab units -> model output at the input size."""
 
 import dataclasses
+import functools
 import itertools
 import json
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 
 from colorjax import constants, convs, quantize
 
-MODEL_NAMES = ('seed', 'unet')
+MODEL_NAMES = ('seed', 'unet', 'effnet_unet')
 LOSSES = ('mse', 'classification')
 HEAD_STRIDES = (1, 2)
 GROUPS = 8  # GroupNorm groups in the U-Net
@@ -19,6 +20,8 @@ GROUPS = 8  # GroupNorm groups in the U-Net
 # faster (kernel gradients as matmuls, polyphase stride-2 convolutions, Winograd, upsampling
 # convolutions at the input's resolution); 'auto' picks 'matmul' on a CPU, 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'matmul')
+DTYPES = ('float32', 'bfloat16')
+MAX_IMAGE_SIZE = 4096  # the networks' side; photos of any size are squashed to it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,13 @@ class ModelConfig:
   prior_correction: float = 0.0
   bin_log_weights: tuple[float, ...] = ()
   chroma_gain: float = 1.0
-  width: int = 32  # 'unet' only: channels at full resolution, doubled at each of 3 downsamplings
+  # 'unet': channels at full resolution, doubled at each of 3 downsamplings; 'effnet_unet': the
+  # decoder's width (effnet_unet.decoder_channels).
+  width: int = 32
   conv: str = 'auto'  # one of CONV_IMPLS; changes the speed, not the params or the function
+  # The network also takes user color hints (colorjax.hints): hint ab and a mask, beside L.
+  # With no hints (an all-zero mask) it is the automatic colorizer.
+  hints: bool = False
 
   def __post_init__(self):
     if self.name not in MODEL_NAMES:
@@ -64,13 +72,59 @@ class ModelConfig:
       raise ValueError(f'conv must be one of {CONV_IMPLS}, got {self.conv!r}')
     if self.width <= 0 or self.width % GROUPS:
       raise ValueError(f'width must be a positive multiple of {GROUPS}, got {self.width}')
+    multiple = 32 if self.name == 'effnet_unet' else 8
+    if not (0 < self.image_size <= MAX_IMAGE_SIZE and self.image_size % multiple == 0):
+      raise ValueError(
+        f'image_size must be a positive multiple of {multiple} up to {MAX_IMAGE_SIZE}, got '
+        f'{self.image_size}'
+      )
+    if self.dtype not in DTYPES:
+      raise ValueError(f'dtype must be one of {DTYPES}, got {self.dtype!r}')
+    if self.bin_log_weights and len(self.bin_log_weights) != quantize.NUM_BINS:
+      raise ValueError(
+        f'bin_log_weights must hold {quantize.NUM_BINS} values, got {len(self.bin_log_weights)}'
+      )
+
+  @property
+  def size_multiple(self):
+    """Input heights and widths must be multiples of this (the network's downsamplings)."""
+    return 32 if self.name == 'effnet_unet' else 8
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
-  def from_json(cls, text):
-    return cls(**json.loads(text))
+  def from_json(cls, text, source='model.json'):
+    """The config of a model.json; ValueError (one line, naming source) for malformed JSON,
+    unknown keys, values of the wrong type or out of bounds."""
+    try:
+      fields = json.loads(text)
+    except ValueError as e:
+      raise ValueError(f'{source} is not valid JSON: {e}') from None
+    if not isinstance(fields, dict):
+      raise ValueError(f'{source} must hold a JSON object, got {type(fields).__name__}')
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+      raise ValueError(f'{source} has unknown keys {unknown}; known: {sorted(known)}')
+    for name, value in fields.items():
+      kind = known[name].type
+      ok = {
+        'str': isinstance(value, str),
+        'bool': isinstance(value, bool),
+        'int': isinstance(value, int) and not isinstance(value, bool),
+        'float': isinstance(value, (int, float)) and not isinstance(value, bool),
+      }.get(kind if isinstance(kind, str) else getattr(kind, '__name__', ''), None)
+      if name == 'bin_log_weights':
+        ok = isinstance(value, list) and all(
+          isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+      if ok is False:
+        raise ValueError(f'{source}: {name} must be a {kind}, got {value!r}')
+    try:
+      return cls(**fields)
+    except ValueError as e:
+      raise ValueError(f'{source}: {e}') from None
 
 
 def upsample2(x_BxHxWxC):
@@ -129,6 +183,14 @@ def _conv_factory(conv, dtype, band):
   return make
 
 
+def _input(L_BxHxWx1, hints_BxHxWx3, dtype):
+  """The first layer's input: L / 100, then the scaled hint channels of a hint-taking model."""
+  x = L_BxHxWx1.astype(dtype) * constants.L_INPUT_SCALE
+  if hints_BxHxWx3 is None:
+    return x
+  return jnp.concatenate([x, hints_BxHxWx3.astype(dtype)], axis=-1)
+
+
 # (features, stride) of the seed network's 3x3 convolutions before its two upsampling ones.
 SEED_ENCODER = (
   (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1), (128, 1)
@@ -149,8 +211,8 @@ class SeedNet(nn.Module):
   kernel_grad_band: int = convs.KERNEL_GRAD_BAND
 
   @nn.compact
-  def __call__(self, L_BxHxWx1):
-    x = L_BxHxWx1.astype(self.dtype) * constants.L_INPUT_SCALE
+  def __call__(self, L_BxHxWx1, hints_BxHxWx3=None):
+    x = _input(L_BxHxWx1, hints_BxHxWx3, self.dtype)
     conv = _conv_factory(self.conv, self.dtype, self.kernel_grad_band)
     for feats, stride in SEED_ENCODER:
       x = nn.relu(conv(feats, stride=stride)(x))
@@ -185,8 +247,8 @@ class UNet(nn.Module):
     return x
 
   @nn.compact
-  def __call__(self, L_BxHxWx1):
-    x = L_BxHxWx1.astype(self.dtype) * constants.L_INPUT_SCALE
+  def __call__(self, L_BxHxWx1, hints_BxHxWx3=None):
+    x = _input(L_BxHxWx1, hints_BxHxWx3, self.dtype)
     conv = _conv_factory(self.conv, self.dtype, self.kernel_grad_band)
     skips = []
     for level in range(3):
@@ -206,20 +268,58 @@ class UNet(nn.Module):
     return x.astype(jnp.float32)  # ab / AB_SCALE, (B, H, W, 2)
 
 
-def create_model(config: ModelConfig, *, kernel_grad_band=convs.KERNEL_GRAD_BAND) -> nn.Module:
-  """The Flax module for a config; kernel_grad_band is convs.kernel_grad's band (bench.train
-  times band 0)."""
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """A config's Flax module with the colorizers' input contract: L (B, H, W, 1) in [0, 100] and,
+  for a hint-taking config, optional hints = (hint ab (B, H, W, 2) in Lab units, mask
+  (B, H, W, 1) in {0, 1}); None means no hint anywhere. init and apply return what the module's
+  do (the output is decoded by colorjax.decoding)."""
+
+  config: ModelConfig
+  module: nn.Module
+
+  def _hint_channels(self, L_BxHxWx1, hints):
+    from colorjax import hints as hints_lib  # pylint: disable=g-import-not-at-top
+
+    if not self.config.hints:
+      if hints is not None:
+        raise ValueError('this model was trained without hints; it takes none')
+      return None
+    hint_ab, mask = hints_lib.no_hints(L_BxHxWx1) if hints is None else hints
+    if hint_ab.shape != L_BxHxWx1.shape[:-1] + (2,) or mask.shape != L_BxHxWx1.shape:
+      raise ValueError(
+        f'hints must be ab {L_BxHxWx1.shape[:-1] + (2,)} and mask {L_BxHxWx1.shape}, got '
+        f'{hint_ab.shape} and {mask.shape}'
+      )
+    return hints_lib.scaled_hints(jnp.asarray(hint_ab, jnp.float32), jnp.asarray(mask, jnp.float32))
+
+  def init(self, rng, L_BxHxWx1, hints=None):
+    return self.module.init(rng, L_BxHxWx1, self._hint_channels(L_BxHxWx1, hints))
+
+  def apply(self, params, L_BxHxWx1, hints=None):
+    return self.module.apply(params, L_BxHxWx1, self._hint_channels(L_BxHxWx1, hints))
+
+
+def create_model(config: ModelConfig, *, kernel_grad_band=convs.KERNEL_GRAD_BAND) -> Network:
+  """The network of a config (see Network); kernel_grad_band is convs.kernel_grad's band
+  (bench.train times band 0)."""
   dtype = jnp.dtype(config.dtype)
   num_bins = quantize.NUM_BINS if config.loss == 'classification' else 0
-  common = dict(
-    num_bins=num_bins, head_stride=config.head_stride, dtype=dtype, conv=config.conv,
-    kernel_grad_band=kernel_grad_band,
-  )  # fmt: skip
+  common = dict(num_bins=num_bins, head_stride=config.head_stride, dtype=dtype)
+  band = kernel_grad_band
   if config.name == 'seed':
-    return SeedNet(**common)
-  if config.name == 'unet':
-    return UNet(config.width, **common)
-  raise ValueError(f'unknown model {config.name!r}')
+    module = SeedNet(conv=config.conv, kernel_grad_band=band, **common)
+  elif config.name == 'unet':
+    module = UNet(config.width, conv=config.conv, kernel_grad_band=band, **common)
+  elif config.name == 'effnet_unet':
+    from colorjax import effnet_unet  # pylint: disable=g-import-not-at-top
+
+    factory = functools.partial(_conv_factory, config.conv, dtype, band)
+    fast = resolve_conv(config.conv) == 'matmul'
+    module = effnet_unet.EffNetUNet(factory, config.width, GROUPS, **common, fast_depthwise=fast)
+  else:
+    raise ValueError(f'unknown model {config.name!r}')
+  return Network(config, module)
 
 
 def conv_forms(config: ModelConfig, batch_size=1):

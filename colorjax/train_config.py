@@ -2,7 +2,9 @@
 
 import dataclasses
 
-from colorjax import augment, constants, models, parallel, quantize, train_step
+from colorjax import augment, constants, hints, models, parallel, quantize, train_step
+
+ENCODER_INITS = ('imagenet', 'none')
 
 
 def _field(default, help):  # pylint: disable=redefined-builtin
@@ -66,6 +68,39 @@ class TrainConfig:
   image_size: int = _field(
     constants.IMAGE_SIZE, 'side of the square training images (records must match)'
   )
+  init_from: str = _field(
+    '',
+    "start from these params (fresh optimizer, step 0): 'pretrained' (the shipped model), a "
+    'training workdir or an exported params folder, of the same architecture; empty: from '
+    "scratch (and --encoder_init's encoder)",
+  )
+  # The pretrained encoder ('effnet_unet').
+  encoder_init: str = _field(
+    'imagenet',
+    "'effnet_unet' only: the encoder's initial params: 'imagenet' (EfficientNet-Lite0's ImageNet "
+    "weights) or 'none' (random, the same architecture for comparison)",
+  )
+  encoder_lr_scale: float = _field(
+    1.0, "'effnet_unet' only: the encoder's learning rate relative to the decoder's"
+  )
+  freeze_encoder_steps: int = _field(
+    0, "'effnet_unet' only: the encoder does not learn during the first this many steps"
+  )
+  # User color hints (colorjax.hints; ideepcolor's training protocol by default).
+  hints: bool = _field(
+    False,
+    'the network also takes color hints (hint ab + mask channels), simulated during training; '
+    'with none it is the automatic colorizer',
+  )
+  hint_continue_prob: float = _field(
+    7 / 8, 'hints per image: keep adding points while a uniform draw is below this (geometric)'
+  )
+  hint_max_points: int = _field(32, 'at most this many hints per training image')
+  hint_min_patch: int = _field(1, 'smallest side of a training hint patch, pixels')
+  hint_max_patch: int = _field(9, 'largest side of a training hint patch, pixels')
+  hint_sigma_scale: float = _field(
+    0.25, 'hint positions: Gaussian around the center, sigma = (size - patch + 1) * this'
+  )
   # Schedule.
   batch_size: int = _field(50, 'global batch size, split over all devices and processes')
   num_train_steps: int = _field(0, 'optimizer steps; 0 means epochs * steps_per_epoch')
@@ -106,6 +141,9 @@ class TrainConfig:
     if not 0 <= self.rebalance_lambda <= 1:
       raise ValueError(f'rebalance_lambda must be in [0, 1], got {self.rebalance_lambda}')
     self.augment_config()  # validates the augmentation fields
+    self.hint_config()  # validates the hint fields
+    if self.encoder_init not in ENCODER_INITS:
+      raise ValueError(f'encoder_init must be one of {ENCODER_INITS}, got {self.encoder_init!r}')
     if self.parallel not in parallel.PARALLEL_MODES:
       raise ValueError(f'parallel must be one of {parallel.PARALLEL_MODES}, got {self.parallel!r}')
     if self.decay not in train_step.DECAYS:
@@ -131,6 +169,8 @@ class TrainConfig:
       'eval_batches',
       'num_samples',
       'worker_count',
+      'freeze_encoder_steps',
+      'encoder_lr_scale',
     ):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
@@ -155,6 +195,16 @@ class TrainConfig:
       prior_correction=self.prior_correction,
       chroma_gain=self.chroma_gain,
       conv=self.conv,
+      hints=self.hints,
+    )
+
+  def hint_config(self):
+    return hints.HintConfig(
+      continue_prob=self.hint_continue_prob,
+      max_points=self.hint_max_points,
+      min_patch=self.hint_min_patch,
+      max_patch=self.hint_max_patch,
+      sigma_scale=self.hint_sigma_scale,
     )
 
   def augment_config(self):
@@ -172,4 +222,6 @@ class TrainConfig:
       warmup_steps=self.warmup_steps,
       decay=self.decay,
       grad_clip=self.grad_clip,
+      encoder_lr_scale=self.encoder_lr_scale,
+      freeze_encoder_steps=self.freeze_encoder_steps,
     )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from colorjax import augment, decoding, losses
+from colorjax import augment, decoding, hints, losses
 
 DECAYS = ('none', 'cosine', 'linear')
 ADAM_EPS = 1e-7  # the Keras default the report trained with
@@ -59,20 +59,50 @@ def make_optimizer(
   warmup_steps=0,
   decay='none',
   grad_clip=0.0,
+  encoder_lr_scale=1.0,
+  freeze_encoder_steps=0,
 ):
-  """Adam with an optional schedule and global-norm gradient clipping (grad_clip > 0)."""
+  """Adam with an optional schedule and global-norm gradient clipping (grad_clip > 0).
+
+  A pretrained encoder (the params under 'encoder') can learn at encoder_lr_scale times the
+  learning rate, and not at all for its first freeze_encoder_steps steps; with the defaults
+  every param takes the same Adam.
+  """
   if learning_rate <= 0:
     raise ValueError(f'learning_rate must be > 0, got {learning_rate}')
+  if grad_clip < 0:
+    raise ValueError(f'grad_clip must be >= 0 (0: off), got {grad_clip}')
+  if encoder_lr_scale < 0 or freeze_encoder_steps < 0:
+    raise ValueError('encoder_lr_scale and freeze_encoder_steps must be >= 0')
   schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps, decay)
   if warmup_steps == 0 and decay == 'none':
     schedule = learning_rate
   # Numeric hyperparameters live in the optimizer state (as arrays), so runs differing only in
   # them share one compiled step (and the persistent compilation cache). On resume the
   # checkpoint's values are kept.
-  adam = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=b1, b2=b2, eps=eps)
-  if grad_clip < 0:
-    raise ValueError(f'grad_clip must be >= 0 (0: off), got {grad_clip}')
-  return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
+  adam = lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=b1, b2=b2, eps=eps)
+  if encoder_lr_scale == 1 and freeze_encoder_steps == 0:
+    tx = adam(schedule)
+  else:
+    at = schedule if callable(schedule) else (lambda step: schedule)
+
+    def encoder_schedule(step):
+      return jnp.where(step < freeze_encoder_steps, 0.0, encoder_lr_scale * at(step))
+
+    tx = optax.multi_transform(
+      {'encoder': adam(encoder_schedule), 'rest': adam(schedule)}, encoder_labels
+    )
+  return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip else tx
+
+
+def encoder_labels(params):
+  """'encoder' for the params under an 'encoder' module, 'rest' for the others."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: (
+      'encoder' if any(getattr(k, 'key', None) == 'encoder' for k in path) else 'rest'
+    ),
+    params,
+  )
 
 
 def create_train_state(rng, model, tx, image_size):
@@ -100,6 +130,22 @@ def loss_fn(loss, output, ab_BxHxWx2, weights_Q=None):
   raise ValueError(f'unknown loss {loss!r}')
 
 
+# Folded into the step's key for the hints, so they are drawn apart from the augmentation.
+_HINT_STREAM = 0x48494E54
+
+
+def sample_example_hints(rng, index_B, ab_BxHxWx2, config):
+  """hints.sample_hints with one key per example (fold_in(rng, global example index)), drawn on
+  the augmented ab, so that every parallel layout draws the same hints."""
+  rng = jax.random.fold_in(rng, _HINT_STREAM)
+
+  def one(i, ab):
+    hint_ab, mask = hints.sample_hints(jax.random.fold_in(rng, i), ab[None], config)
+    return hint_ab[0], mask[0]
+
+  return jax.vmap(one)(index_B, ab_BxHxWx2)
+
+
 def augment_examples(rng, index_B, L_BxHxWx1, ab_BxHxWx2, config):
   """augment.augment_batch with one key per example: fold_in(rng, global example index).
 
@@ -117,7 +163,17 @@ def augment_examples(rng, index_B, L_BxHxWx1, ab_BxHxWx2, config):
 
 
 def train_step(
-  state, batch, rng, *, model, tx, model_config, augment_config, weights_Q=None, axis_name=None
+  state,
+  batch,
+  rng,
+  *,
+  model,
+  tx,
+  model_config,
+  augment_config,
+  weights_Q=None,
+  hint_config=None,
+  axis_name=None,
 ):
   """One Adam update on a batch of 8-bit codes; rng is the step's key (fold_in(seed, step)).
 
@@ -126,7 +182,8 @@ def train_step(
     batch: {'L': uint8 (B,H,W,1), 'ab': int8 (B,H,W,2), 'index': int32 (B,)}, index being each
       example's position in the global batch (it picks the example's augmentation).
     rng: a PRNG key for this step.
-    model, tx, model_config, augment_config, weights_Q: static; bind them with bind().
+    model, tx, model_config, augment_config, weights_Q, hint_config: static; bind them with
+      bind(). A hint-taking model sees hints sampled from the augmented ab (hint_config).
     axis_name: the pmap axis to average gradients and metrics over (None outside pmap).
 
   Returns:
@@ -134,9 +191,12 @@ def train_step(
   """
   L, ab = augment.prepare_batch(batch)
   L, ab = augment_examples(rng, batch['index'], L, ab, augment_config)
+  given = None
+  if model_config.hints:
+    given = sample_example_hints(rng, batch['index'], ab, hint_config or hints.HintConfig())
 
   def mean_loss(params):
-    per, weight = loss_fn(model_config.loss, model.apply(params, L), ab, weights_Q)
+    per, weight = loss_fn(model_config.loss, model.apply(params, L, given), ab, weights_Q)
     count = jnp.sum(weight)
     if axis_name is not None:  # normalize by the global count: the pmean below is then exact
       count = jax.lax.psum(count, axis_name) / jax.lax.psum(1, axis_name)
@@ -152,7 +212,8 @@ def train_step(
 
 
 def eval_step(params, batch, *, model, model_config, weights_Q=None):
-  """{'loss_sum', 'count'} over a batch of codes (no augmentation), for an exact dataset mean.
+  """{'loss_sum', 'count'} over a batch of codes (no augmentation, no hints), for an exact
+  dataset mean.
 
   An optional boolean batch['mask'] (B,) leaves out padding examples.
   """
@@ -163,11 +224,11 @@ def eval_step(params, batch, *, model, model_config, weights_Q=None):
 
 
 def predict_step(params, L_BxHxWx1, *, model, model_config):
-  """Float L in [0, 100] -> predicted ab in Lab units (for the sample grids)."""
+  """Float L in [0, 100] -> predicted ab in Lab units, with no hints (for the sample grids)."""
   return decoding.decode(model_config, model.apply(params, L_BxHxWx1))
 
 
-def bind(model, tx, model_config, augment_config, weights_Q=None):
+def bind(model, tx, model_config, augment_config, weights_Q=None, hint_config=None):
   """train_step, eval_step and predict_step with their static settings bound (not yet jitted)."""
   step = functools.partial(
     train_step,
@@ -176,6 +237,7 @@ def bind(model, tx, model_config, augment_config, weights_Q=None):
     model_config=model_config,
     augment_config=augment_config,
     weights_Q=weights_Q,
+    hint_config=hint_config,
   )
   evaluate = functools.partial(
     eval_step, model=model, model_config=model_config, weights_Q=weights_Q

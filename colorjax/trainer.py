@@ -7,6 +7,7 @@ SIGTERM saves one and returns; a non-finite loss or gradient raises FloatingPoin
 saving. Batches are placed on the device(s) ahead of the step, in a background thread.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,11 +16,21 @@ import signal
 import time
 from typing import Any
 
+import flax
 import jax
 import numpy as np
 import tqdm
 
-from colorjax import checkpoint, input_pipeline, models, parallel, quantize, summaries, train_step
+from colorjax import (
+  checkpoint,
+  fileutil,
+  input_pipeline,
+  models,
+  parallel,
+  quantize,
+  summaries,
+  train_step,
+)
 from colorjax.train_config import TrainConfig
 
 
@@ -132,7 +143,7 @@ def calibrate_decoding(workdir, data_dir, max_images, max_tint):
 
   try:
     _, best = calibration.calibrate(
-      workdir, data_dir, split='val', max_images=max_images or None, max_tint=max_tint
+      workdir, data_dir, split='val', max_images=max_images or None, max_tint=max_tint, lock=False
     )
   except ValueError as e:
     print(f'calibration kept the training decoding: {e}')
@@ -166,11 +177,109 @@ def _model_config(config):
   return dataclasses.replace(model_config, bin_log_weights=log_w), weights_Q
 
 
+def init_params(source, model_config):
+  """The params of `source` (see TrainConfig.init_from) for a run of model_config; ValueError
+  (one line) when its architecture differs."""
+  from colorjax import inference  # pylint: disable=g-import-not-at-top
+
+  colorizer = inference.load(source)
+  fields = [f for f in ARCHITECTURE_FIELDS if f != 'image_size']  # fully convolutional
+  differ = [
+    f'{f} {getattr(colorizer.config, f)!r} (this run: {getattr(model_config, f)!r})'
+    for f in fields
+    if getattr(colorizer.config, f) != getattr(model_config, f)
+  ]
+  if differ:
+    raise ValueError(f'--init_from={source} is another architecture: {"; ".join(differ)}')
+  return colorizer.params
+
+
+def merge_params(initialized, source):
+  """`initialized` with every layer that `source` also has replaced by source's: a model that
+  grew new layers (e.g. effnet_unet's hint pyramid) starts from an older run, the new layers
+  keeping their initialization (logged). ValueError (one line) when a shared layer's shape
+  differs or source has layers this model lacks."""
+  flat_init = flax.traverse_util.flatten_dict(initialized, sep='/')
+  flat_source = flax.traverse_util.flatten_dict(source, sep='/')
+  unknown = sorted(set(flat_source) - set(flat_init))
+  if unknown:
+    raise ValueError(f'--init_from has layers this model lacks: {", ".join(unknown[:5])}')
+  merged, new = {}, []
+  for name, value in flat_init.items():
+    if name not in flat_source:
+      merged[name] = value
+      new.append(name)
+      continue
+    if np.shape(flat_source[name]) != np.shape(value):
+      raise ValueError(
+        f'--init_from: {name} has shape {np.shape(flat_source[name])}, this model {np.shape(value)}'
+      )
+    merged[name] = np.asarray(flat_source[name], np.asarray(value).dtype)
+  if new:
+    print(f'--init_from: {len(new)} new layers keep their initialization: {", ".join(new)}')
+  return flax.traverse_util.unflatten_dict(merged, sep='/')
+
+
+def _initial_state(config, model_config, model, tx, rng):
+  """The step-0 TrainState: initialized params, with the ImageNet encoder where asked."""
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, config.image_size))(rng)
+  if config.init_from:
+    params = merge_params(jax.device_get(state.params), init_params(config.init_from, model_config))
+    return state.replace(params=params, opt_state=tx.init(params))
+  if model_config.name != 'effnet_unet' or config.encoder_init != 'imagenet':
+    return state
+  from colorjax import effnet_unet  # pylint: disable=g-import-not-at-top
+
+  params = effnet_unet.with_imagenet_encoder(jax.device_get(state.params))
+  return state.replace(params=params, opt_state=tx.init(params))
+
+
+# The ModelConfig fields whose change makes a workdir's checkpoints another model's.
+ARCHITECTURE_FIELDS = ('name', 'loss', 'image_size', 'width', 'head_stride', 'hints')
+
+
+def check_workdir(workdir, model_config):
+  """Raises ValueError, before anything is written, when workdir holds checkpoints of a model
+  whose architecture differs from model_config's (naming the fields); the decoding knobs and
+  the computation dtype may change on resume."""
+  path = os.path.join(workdir, 'model.json')
+  if not checkpoint.available_steps(workdir):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{workdir} holds checkpoints but its model.json is unreadable: {e}') from e
+  defaults = models.ModelConfig()
+  differ = [
+    f'{name} {saved.get(name, getattr(defaults, name))!r} (asked: {getattr(model_config, name)!r})'
+    for name in ARCHITECTURE_FIELDS
+    if saved.get(name, getattr(defaults, name)) != getattr(model_config, name)
+  ]
+  if differ:
+    raise ValueError(
+      f'{workdir} holds checkpoints of another model: {"; ".join(differ)}. Choose another '
+      '--workdir, or resume with its settings'
+    )
+
+
+def check_records(config):
+  """Raises ValueError when the records' image size is not config.image_size."""
+  for split in ('train', 'val'):
+    height, width = input_pipeline.example_size(config.data_dir, split)
+    if (height, width) != (config.image_size, config.image_size):
+      raise ValueError(
+        f'the {split} records in {config.data_dir} are {height}x{width}, not --image_size='
+        f'{config.image_size}; rebuild them at that size or pass --image_size={height}'
+      )
+
+
 def _write_configs(workdir, model_config, config):
-  with open(os.path.join(workdir, 'model.json'), 'w') as f:
-    f.write(model_config.to_json())
-  with open(os.path.join(workdir, 'train_config.json'), 'w') as f:
-    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+  fileutil.atomic_write_text(os.path.join(workdir, 'model.json'), model_config.to_json())
+  fileutil.atomic_write_text(
+    os.path.join(workdir, 'train_config.json'),
+    json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
+  )
 
 
 class _Loop:
@@ -213,6 +322,17 @@ class _Loop:
 
 
 def train_and_evaluate(config: TrainConfig, workdir) -> TrainResult:
+  """Trains in workdir, process 0 holding its lock (a second run there raises
+  fileutil.LockedError before anything is written); see _train_and_evaluate."""
+  pidx, pcount = parallel.initialize_distributed(
+    config.coordinator_address, config.num_processes, config.process_id
+  )
+  os.makedirs(workdir, exist_ok=True)
+  with fileutil.exclusive_lock(workdir) if pidx == 0 else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, pidx, pcount)
+
+
+def _train_and_evaluate(config: TrainConfig, workdir, pidx, pcount) -> TrainResult:
   """Trains (resuming from workdir's newest checkpoint), evaluates and logs; see module doc.
 
   Args:
@@ -224,19 +344,15 @@ def train_and_evaluate(config: TrainConfig, workdir) -> TrainResult:
     A TrainResult; with config.calibrate on a classification run that finished, its calibration
     is calibrate_decoding's row.
   """
-  pidx, pcount = parallel.initialize_distributed(
-    config.coordinator_address, config.num_processes, config.process_id
-  )
   is_main = pidx == 0
-  os.makedirs(workdir, exist_ok=True)
+  check_records(config)
   model_config, weights_Q = _model_config(config)
-  if is_main:
-    _write_configs(workdir, model_config, config)
+  check_workdir(workdir, model_config)
 
   model = models.create_model(model_config)
   tx = config.optimizer()
   step_fn, eval_fn, predict_fn = train_step.bind(
-    model, tx, model_config, config.augment_config(), weights_Q
+    model, tx, model_config, config.augment_config(), weights_Q, config.hint_config()
   )
   runner = parallel.make_runner(config.parallel, step_fn, config.batch_size)
   num_steps = config.total_steps
@@ -245,9 +361,7 @@ def train_and_evaluate(config: TrainConfig, workdir) -> TrainResult:
     raise ValueError(f'batch_size {config.batch_size} does not split over {pcount} processes')
 
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, config.image_size))(
-    init_rng
-  )
+  state = _initial_state(config, model_config, model, tx, init_rng)
   index = parallel.global_example_index(local_batch, pidx, pcount)
   dataset = input_pipeline.train_dataset(
     config.data_dir, batch_size=local_batch, seed=config.seed, worker_count=config.worker_count
@@ -260,6 +374,13 @@ def train_and_evaluate(config: TrainConfig, workdir) -> TrainResult:
   if restored is not None:
     state, data_iter = restored
   start = int(parallel.host_copy(state.step))
+  if start >= config.total_steps:
+    raise ValueError(
+      f'nothing to do: the checkpoint in {workdir} is at step {start}, and --num_train_steps asks '
+      f'for {config.total_steps}; raise it to train further'
+    )
+  if is_main:
+    _write_configs(workdir, model_config, config)
   placed = runner.put_state(state)
   del state
   samples = load_samples(config.data_dir, config.num_samples, config.batch_size)

@@ -6,7 +6,7 @@ plus --workdir; flags given after --flagfile override it; an unknown flag is an 
 
 import dataclasses
 
-from absl import app, flags
+from absl import flags
 
 import launch
 from colorjax import train_config, trainer
@@ -41,16 +41,23 @@ def config_from_flags(flag_values=flags.FLAGS):
 define_flags()
 
 
+# The exit code of a run stopped by SIGTERM after saving (128 + 15, as a shell reports it), so a
+# scheduler sees a preemption rather than a finished run.
+PREEMPTED = 143
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  launch.quiet_library_logs()
+  del argv  # checked by launch.run
   config = config_from_flags()
   if config.sample_data and config.process_id == 0:
     builder.ensure_sample_records(config.data_dir, config.image_size)
-  trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  result = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  return PREEMPTED if result.preempted else 0
+
+
+def run(argv=None):
+  launch.run(main, 'launch.train', required=['workdir'], argv=argv)
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('workdir')
-  app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(launch.expand_flagfiles(argv)))
+  run()

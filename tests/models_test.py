@@ -61,7 +61,8 @@ def test_conv_implementations_share_params_and_function(name, loss):
 @pytest.mark.parametrize('name,loss', PAIRS)
 @pytest.mark.parametrize('size', [(64, 64), (48, 80)])
 def test_output_shapes(name, loss, size):
-  H, W = size
+  multiple = models.ModelConfig(name=name, image_size=64).size_multiple
+  H, W = (-(-n // multiple) * multiple for n in size)  # 48x80 -> 64x96 for the effnet_unet
   for stride in models.HEAD_STRIDES:
     config = models.ModelConfig(name=name, loss=loss, head_stride=stride)
     model, variables = _abstract_init(config, (2, H, W, 1))
@@ -94,6 +95,29 @@ def test_config_json_round_trip_and_validation():
     models.ModelConfig(temperature=0.0)
   with pytest.raises(ValueError, match='loss'):
     models.ModelConfig(loss='l1')
+
+
+@pytest.mark.parametrize(
+  'fields,message',
+  [
+    ({'image_size': 100}, 'image_size must be a positive multiple of 8'),
+    ({'image_size': 8192}, 'up to 4096'),
+    ({'image_size': '256'}, 'image_size must be a'),
+    ({'dtype': 'float16'}, 'dtype must be one of'),
+    ({'widht': 32}, r"unknown keys \['widht'\]"),
+    ({'temperature': 'hot'}, 'temperature must be a'),
+    ({'hints': 1}, 'hints must be a'),
+    ({'bin_log_weights': [0.1, 0.2]}, 'bin_log_weights must hold 268'),
+    ({'name': 'effnet_unet', 'image_size': 48}, 'multiple of 32'),
+  ],
+)
+def test_model_json_is_validated_with_one_line_errors(fields, message):
+  text = json.dumps({**json.loads(models.ModelConfig().to_json()), **fields})
+  with pytest.raises(ValueError, match=message) as error:
+    models.ModelConfig.from_json(text, 'runs/x/model.json')
+  assert str(error.value).startswith('runs/x/model.json') and '\n' not in str(error.value)
+  with pytest.raises(ValueError, match='not valid JSON'):
+    models.ModelConfig.from_json('{"name": ', 'm.json')
 
 
 def _tiny_colored_batch():

@@ -4,10 +4,9 @@ import jax
 import numpy as np
 import optax
 import pytest
-import skimage.data
-import skimage.transform
+from image_fixtures import photo_codes
 
-from colorjax import augment, constants, lab, losses, models, quantize, records, train_step
+from colorjax import augment, constants, hints, losses, models, quantize, records, train_step
 
 SIZE, BATCH = 32, 4
 
@@ -47,18 +46,6 @@ def _np_seed_net(params, L):
   return up(x)
 
 
-def _photos(size, names=('astronaut', 'chelsea', 'coffee', 'rocket')):
-  L, ab = [], []
-  for name in names:
-    rgb = skimage.transform.resize(
-      getattr(skimage.data, name)()[..., :3], (size, size), anti_aliasing=True
-    ).astype(np.float32)
-    Lab = lab.rgb_to_lab(rgb)
-    L.append(records.quantize_L(Lab[..., :1]))
-    ab.append(records.quantize_ab(Lab[..., 1:]))
-  return {'L': np.stack(L), 'ab': np.stack(ab), 'index': np.arange(len(names), dtype=np.int32)}
-
-
 @pytest.fixture(scope='module')
 def setup():
   config = models.ModelConfig(image_size=SIZE)
@@ -71,7 +58,7 @@ def setup():
 
 def test_one_step_golden_loss_and_adam_update(setup):
   step, evaluate, state = setup
-  batch = _photos(SIZE)
+  batch = photo_codes(SIZE)
   params0 = jax.tree.map(np.asarray, state.params)
   new_state, metrics = step(state, batch, jax.random.key(1))
   L, ab = records.dequantize(batch['L'], batch['ab'])
@@ -93,7 +80,7 @@ def test_one_step_golden_loss_and_adam_update(setup):
 
 def test_padding_mask_in_eval_step(setup):
   _, evaluate, state = setup
-  batch = _photos(SIZE)
+  batch = photo_codes(SIZE)
   full = evaluate(state.params, batch)
   masked = evaluate(state.params, dict(batch, mask=np.array([True, True, False, False])))
   first_two = evaluate(state.params, {k: v[:2] for k, v in batch.items()})
@@ -104,7 +91,7 @@ def test_padding_mask_in_eval_step(setup):
 
 def test_loss_falls_on_photos(setup):
   step, _, state = setup
-  batch = _photos(SIZE)
+  batch = photo_codes(SIZE)
   losses = []
   for i in range(60):
     state, metrics = step(state, batch, jax.random.key(i))
@@ -114,7 +101,7 @@ def test_loss_falls_on_photos(setup):
 
 def test_augmentation_depends_on_example_index_only():
   rng = jax.random.key(3)
-  batch = _photos(16)
+  batch = photo_codes(16)
   L, ab = augment.prepare_batch(batch)
   aug = jax.jit(lambda *a: train_step.augment_examples(*a, augment.AugmentConfig()))
   L_all, ab_all = aug(rng, batch['index'], L, ab)
@@ -147,7 +134,7 @@ def test_schedule_and_optimizer_settings():
 
 def test_bad_batch_is_rejected(setup):
   step, _, state = setup
-  batch = _photos(SIZE)
+  batch = photo_codes(SIZE)
   bad = dict(batch, L=np.repeat(batch['L'], 3, axis=-1))
   with pytest.raises(ValueError, match=r'\(B, H, W, 1\)'):
     step(state, bad, jax.random.key(0))
@@ -162,7 +149,7 @@ def test_classification_loss_step_matches_losses_module():
   weights = np.linspace(0.5, 2.0, quantize.NUM_BINS).astype(np.float32)
   step, evaluate, _ = train_step.bind(model, tx, config, augment.AugmentConfig.none(), weights)
   state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
-  batch = _photos(SIZE)
+  batch = photo_codes(SIZE)
   L, ab = records.dequantize(batch['L'], batch['ab'])
   expected, _ = losses.classification_loss(model.apply(state.params, L), ab, weights)
   ev = jax.jit(evaluate)(state.params, batch)
@@ -171,3 +158,58 @@ def test_classification_loss_step_matches_losses_module():
   np.testing.assert_allclose(float(metrics['loss']), float(expected), rtol=1e-5)
   with pytest.raises(ValueError, match='weights_Q'):
     train_step.loss_fn('classification', np.zeros((1, 2, 2, 3)), np.zeros((1, 4, 4, 2)))
+
+
+@pytest.mark.parametrize('name', ['seed', 'unet'])
+def test_hint_step_samples_hints_on_the_augmented_ab_and_learns(name):
+  config = models.ModelConfig(name=name, image_size=SIZE, hints=True)
+  model = models.create_model(config)
+  tx = train_step.make_optimizer(1e-3)
+  hint_config = hints.HintConfig(continue_prob=0.95, max_points=16)
+  step, evaluate, _ = train_step.bind(
+    model, tx, config, augment.AugmentConfig(), hint_config=hint_config
+  )
+  state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, SIZE))(jax.random.key(0))
+  batch = photo_codes(SIZE)
+  rng = jax.random.key(7)
+  # The step's hints: drawn per example on the augmented ab (so a batch split anywhere draws the
+  # same), their values the augmented ab's patch means.
+  L, ab = augment.prepare_batch(batch)
+  L, ab = train_step.augment_examples(rng, batch['index'], L, ab, augment.AugmentConfig())
+  hint_ab, mask = train_step.sample_example_hints(rng, batch['index'], ab, hint_config)
+  assert float(mask.sum()) > 0 and set(np.unique(np.asarray(mask))) <= {0.0, 1.0}
+  two = train_step.sample_example_hints(rng, batch['index'][2:], ab[2:], hint_config)
+  np.testing.assert_array_equal(np.asarray(mask)[2:], np.asarray(two[1]))
+  # The loss the step reports is the network's with exactly these hints.
+  out = model.apply(state.params, L, (hint_ab, mask))
+  expected = np.mean(losses.mse_per_example(out, ab))
+  jitted = jax.jit(step)
+  state, metrics = jitted(state, batch, rng)
+  np.testing.assert_allclose(float(metrics['loss']), expected, rtol=1e-4)
+  first = float(metrics['loss'])
+  for i in range(40):
+    state, metrics = jitted(state, batch, jax.random.key(i))
+  assert float(metrics['loss']) < 0.7 * first
+
+
+@pytest.mark.parametrize('name', models.MODEL_NAMES)
+def test_an_all_zero_mask_is_the_no_hint_path(name):
+  size = 32
+  config = models.ModelConfig(name=name, image_size=size, hints=True)
+  model = models.create_model(config)
+  L = np.linspace(0, 100, 2 * size * size, dtype=np.float32).reshape(2, size, size, 1)
+  params = model.init(jax.random.key(0), L)
+  zeros = (np.zeros((2, size, size, 2), np.float32), np.zeros((2, size, size, 1), np.float32))
+  np.testing.assert_array_equal(model.apply(params, L), model.apply(params, L, zeros))
+  # A hint changes the output; a model trained without hints refuses them.
+  hint_ab, mask = zeros[0].copy(), zeros[1].copy()
+  hint_ab[:, 10:14, 10:14] = (60.0, -20.0)
+  mask[:, 10:14, 10:14] = 1.0
+  hinted = model.apply(params, L, (hint_ab, mask))
+  if name != 'effnet_unet':  # its hint paths start at zero (the pretrained network unchanged)
+    assert not np.allclose(hinted, model.apply(params, L))
+  plain = models.create_model(models.ModelConfig(name=name, image_size=size))
+  with pytest.raises(ValueError, match='without hints'):
+    plain.apply(plain.init(jax.random.key(0), L), L, zeros)
+  with pytest.raises(ValueError, match='hints must be'):
+    model.apply(params, L, (hint_ab[..., :1], mask))

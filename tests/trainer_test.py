@@ -151,7 +151,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(data_dir, env, tmp_path):
     proc = _start_and_wait_for_checkpoint(_cmd(workdir, data_dir), env, log)
     first = max(_steps(workdir))
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == 143  # a preemption, as a scheduler should see it
   out = open(tmp_path / 'log.txt').read()
   assert 'SIGTERM: saved the checkpoint at step' in out
   step = int(out.split('SIGTERM: saved the checkpoint at step ')[1].split()[0])
@@ -163,8 +163,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, env, tmp_pa
   proc = _run(
     _cmd(workdir, data_dir, '--learning_rate=1e30', '--checkpoint_every=1'), env, check=False
   )
-  assert proc.returncode != 0
-  assert 'FloatingPointError: non-finite training metrics at step 2' in proc.stderr
+  assert proc.returncode == 2
+  assert 'launch.train: non-finite training metrics at step 2' in proc.stderr
+  assert 'Traceback' not in proc.stderr
   assert _steps(workdir) == [1]
   params = checkpoint.restore_params(workdir)
   import jax  # pylint: disable=g-import-not-at-top
@@ -259,3 +260,119 @@ def test_classification_run_with_calibrate_picks_its_decoding_on_val(env, tmp_pa
   trained = models.ModelConfig.from_json((workdir / 'model.json.uncalibrated').read_text())
   assert (trained.prior_correction, trained.chroma_gain) == (0.5, 1.2)
   assert trained.bin_log_weights == config.bin_log_weights
+
+
+def _error_line(proc):
+  """The one line a failed launch command prints (nothing like a traceback)."""
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.startswith('launch.train: ')]
+  assert len(lines) == 1, proc.stderr[-3000:]
+  return lines[0]
+
+
+def test_another_model_in_a_trained_workdir_is_refused_before_writing(
+  reference, data_dir, env, tmp_path
+):
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(reference[0], workdir)
+  before = open(os.path.join(workdir, 'model.json')).read()
+  line = _error_line(
+    _run(
+      _cmd(workdir, data_dir, '--model=unet', '--width=16', '--num_train_steps=20'),
+      env,
+      check=False,
+    )
+  )
+  assert 'holds checkpoints of another model' in line
+  assert "name 'seed' (asked: 'unet')" in line and 'width 32 (asked: 16)' in line
+  # Nothing was written: the old model.json, and its checkpoints still load.
+  assert open(os.path.join(workdir, 'model.json')).read() == before
+  _assert_params_equal(checkpoint.restore_params(workdir), checkpoint.restore_params(reference[0]))
+  assert not [f for f in os.listdir(workdir) if f.endswith('.tmp')]
+
+
+def test_nothing_to_do_and_records_of_another_size_are_one_line(reference, data_dir, env, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(reference[0], workdir)
+  line = _error_line(_run(_cmd(workdir, data_dir), env, check=False))
+  assert 'nothing to do' in line and f'step {STEPS}' in line
+  line = _error_line(
+    _run(_cmd(str(tmp_path / 'new'), data_dir, '--image_size=64'), env, check=False)
+  )
+  assert 'are 32x32, not --image_size=64' in line
+
+
+def test_a_second_training_in_the_same_workdir_is_refused(data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'shared')
+  with open(tmp_path / 'log.txt', 'w') as log:
+    first = _start_and_wait_for_checkpoint(
+      _cmd(workdir, data_dir, '--num_train_steps=400'), env, log
+    )
+    try:
+      line = _error_line(_run(_cmd(workdir, data_dir), env, check=False))
+      assert f'in use by process {first.pid}' in line and 'launch.train' in line
+    finally:
+      first.kill()
+      first.wait()
+  rows = [json.loads(r)['step'] for r in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert rows == sorted(rows)  # one run's rows only
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
+  reference, data_dir, env, tmp_path
+):
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path / 'corrupt')
+  shutil.copytree(reference[0], workdir)
+  state = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
+  files = [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 3)
+  proc = _run(_cmd(workdir, data_dir, f'--num_train_steps={STEPS + 2}'), env)
+  assert f'checkpoint at step {STEPS} is unreadable' in proc.stderr + proc.stdout
+  assert f'falling back to step {STEPS - 2}' in proc.stderr + proc.stdout
+  assert f'resuming from the checkpoint at step {STEPS - 2}' in proc.stdout
+  assert max(_steps(workdir)) == STEPS + 2
+
+
+def test_init_from_starts_at_step_0_from_those_params(reference, data_dir, env, tmp_path):
+  """--init_from: the run starts from the source's params with a fresh optimizer at step 0
+  (at a learning rate of 1e-30 its params stay the source's to 1e-20), and another
+  architecture is one line."""
+  workdir = str(tmp_path / 'tuned')
+  run = ['--num_train_steps=2', '--checkpoint_every=2', '--learning_rate=1e-30']
+  _run(_cmd(workdir, data_dir, f'--init_from={reference[0]}', *run), env)
+  assert _steps(workdir) == [2]  # counted from 0, not from the source's step 12
+  _assert_params_equal(
+    checkpoint.restore_params(workdir), checkpoint.restore_params(reference[0]), atol=1e-20
+  )
+  line = _error_line(
+    _run(
+      _cmd(str(tmp_path / 'other'), data_dir, f'--init_from={reference[0]}', '--model=unet',
+           '--width=16', *run),
+      env,
+      check=False,
+    )
+  )  # fmt: skip
+  assert 'is another architecture' in line and "name 'seed' (this run: 'unet')" in line
+
+
+def test_merge_params_keeps_new_layers_and_refuses_other_shapes():
+  from colorjax import trainer  # pylint: disable=g-import-not-at-top
+
+  initialized = {'a': {'kernel': np.zeros((3, 2))}, 'hint_0': {'kernel': np.ones((3, 4))}}
+  source = {'a': {'kernel': np.full((3, 2), 7.0)}}
+  merged = trainer.merge_params(initialized, source)
+  np.testing.assert_array_equal(merged['a']['kernel'], source['a']['kernel'])
+  np.testing.assert_array_equal(merged['hint_0']['kernel'], initialized['hint_0']['kernel'])
+  with pytest.raises(ValueError, match='has shape'):
+    trainer.merge_params(initialized, {'a': {'kernel': np.zeros((2, 2))}})
+  with pytest.raises(ValueError, match='lacks'):
+    trainer.merge_params(initialized, {'b': {'kernel': np.zeros((2, 2))}})
