@@ -10,10 +10,13 @@ import numpy as np
 from colorjax import decoding, models
 
 INPUT_NAME = 'L'
+HINT_NAMES = ('hint_ab', 'hint_mask')  # the extra inputs of a hint-taking model
 OUTPUT_NAME = 'ab'
-# jax2onnx 0.17 pins orbax-checkpoint<0.11.37 in its metadata but never imports orbax, so it is
-# installed without its dependencies next to the packages it does use.
-CPU_INSTALL = "pip install 'colorjax[cpu]' && pip install --no-deps jax2onnx==0.17.1"
+# The CPU runtimes come with the [cpu] extra. Exporting (jax2onnx) takes the [onnx] extra and a
+# second step: jax2onnx 0.17 pins orbax-checkpoint<0.11.37 in its metadata but never imports
+# orbax, so it is installed without its dependencies next to the packages it does use.
+CPU_INSTALL = "pip install 'colorjax[cpu]'"
+EXPORT_INSTALL = "pip install 'colorjax[onnx]' && pip install --no-deps jax2onnx==0.17.1"
 
 
 def require(module_name):
@@ -23,9 +26,12 @@ def require(module_name):
   try:
     return importlib.import_module(module_name)
   except ImportError as e:
+    if module_name == 'jax2onnx' or module_name.startswith('jax2onnx.'):
+      raise ImportError(
+        f'{module_name} is needed to export a model to ONNX: {EXPORT_INSTALL}'
+      ) from e
     raise ImportError(
-      f'{module_name} is needed for ONNX export and CPU inference; install the [cpu] extra: '
-      f'{CPU_INSTALL}'
+      f'{module_name} is needed for the CPU runtimes; install the [cpu] extra: {CPU_INSTALL}'
     ) from e
 
 
@@ -38,13 +44,17 @@ def export_onnx(model_config, params, path, image_size=256):
     params: the Flax params: the 'params' collection, or the variables dict {'params': ...}
       (as inference.Colorizer holds them).
     path: the .onnx file to write (its folder is created).
-    image_size: the fixed height and width of the exported input.
+    image_size: the fixed height and width of the exported input (any multiple of the model's
+      size_multiple: the networks are fully convolutional).
 
   Returns:
-    The path written, as a pathlib.Path.
+    The path written, as a pathlib.Path. Inputs: L (B, S, S, 1) in [0, 100] and, for a
+    hint-taking model, hint_ab (B, S, S, 2) in Lab units and hint_mask (B, S, S, 1); output ab
+    (B, S, S, 2) in Lab units. Metadata: the model config and the image size.
   """
-  if not isinstance(image_size, int) or image_size < 8 or image_size % 8:
-    raise ValueError(f'image_size must be a positive multiple of 8, got {image_size!r}')
+  multiple = model_config.size_multiple
+  if not isinstance(image_size, int) or image_size < multiple or image_size % multiple:
+    raise ValueError(f'image_size must be a positive multiple of {multiple}, got {image_size!r}')
   jax2onnx = require('jax2onnx')
   onnx = require('onnx')
   # lax.conv becomes ONNX Conv, which the runtimes optimize; the matmul form would not.
@@ -53,23 +63,59 @@ def export_onnx(model_config, params, path, image_size=256):
   if isinstance(params, collections.abc.Mapping) and set(params) == {'params'}:
     params = params['params']
   params = jax.tree.map(lambda p: np.asarray(p, np.float32), params)
+  shapes = [('B', image_size, image_size, 1)]
+  names = [INPUT_NAME]
 
-  def colorize_BxHxWx1(L_BxHxWx1):
-    return decoding.ab_from_output(config, model.apply({'params': params}, L_BxHxWx1))
+  if config.hints:
+    shapes += [('B', image_size, image_size, 2), ('B', image_size, image_size, 1)]
+    names += list(HINT_NAMES)
+
+    def colorize_onnx(L_BxHxWx1, hint_ab, hint_mask):
+      out = model.apply({'params': params}, L_BxHxWx1, (hint_ab, hint_mask))
+      return decoding.ab_from_output(config, out)
+
+  else:
+
+    def colorize_onnx(L_BxHxWx1):
+      return decoding.ab_from_output(config, model.apply({'params': params}, L_BxHxWx1))
 
   proto = jax2onnx.to_onnx(
-    colorize_BxHxWx1,
-    [('B', image_size, image_size, 1)],
+    colorize_onnx,
+    shapes,
     model_name=f'colorjax_{config.name}',
-    input_names=[INPUT_NAME],
+    input_names=names,
     output_names=[OUTPUT_NAME],
     return_mode='proto',
   )
-  meta = {'colorjax_model_config': model_config.to_json(), 'colorjax_image_size': str(image_size)}
-  for key, value in meta.items():
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = key, value
+  set_metadata(proto, model_config, image_size)
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   onnx.save(proto, str(path))
   return path
+
+
+def set_metadata(proto, model_config, image_size, precision='fp32'):
+  """Writes the colorjax metadata (model config, image size, stored precision) into a model."""
+  meta = {
+    'colorjax_model_config': model_config.to_json(),
+    'colorjax_image_size': str(image_size),
+    'colorjax_precision': precision,
+  }
+  keep = [e for e in proto.metadata_props if e.key not in meta]
+  del proto.metadata_props[:]
+  proto.metadata_props.extend(keep)
+  for key, value in meta.items():
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def read_metadata(path):
+  """(ModelConfig, image size, precision) of a file export_onnx (or quantize) wrote; ValueError
+  for an ONNX file without them."""
+  onnx = require('onnx')
+  proto = onnx.load(str(path), load_external_data=False)
+  meta = {e.key: e.value for e in proto.metadata_props}
+  if 'colorjax_model_config' not in meta:
+    raise ValueError(f'{path} is not a colorjax ONNX export (no colorjax_model_config metadata)')
+  config = models.ModelConfig.from_json(meta['colorjax_model_config'])
+  return config, int(meta['colorjax_image_size']), meta.get('colorjax_precision', 'fp32')

@@ -66,8 +66,9 @@ def test_colorize_folder_with_corrupt_file(tmp_path):
 
   mtime = (out / 'cat.png').stat().st_mtime_ns
   proc = _run(*common, f'--input={photos}/c*.jpg', '--backend=jax')
-  assert proc.returncode == 0, proc.stderr
+  assert proc.returncode == 2, proc.stderr  # nothing was colorized: say so
   assert '0 written, 1 kept' in proc.stdout
+  assert 'nothing was colorized: every output exists (--overwrite replaces them)' in proc.stderr
   assert (out / 'cat.png').stat().st_mtime_ns == mtime
 
 
@@ -102,7 +103,7 @@ def test_nothing_to_do_or_bad_flags_exit_2(tmp_path):
 
 @pytest.mark.parametrize('available', [True, False])
 def test_auto_backend_follows_cpu_runtime_availability(monkeypatch, available):
-  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda: available)
+  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda export=True: available)
   expected = ('openvino', 'int8') if available else ('jax', 'fp32')
   assert colorize_files.resolve_backend('auto', 'auto') == expected
   # The U-Net's int8 is outside the quality limits: OpenVINO bf16 is its default.
@@ -162,7 +163,7 @@ def test_int8_requantizes_the_convolutions_when_openvino_refuses(tmp_path, monke
     lambda *a, **k: quantized.append(a[3:] or k.get('op_types')) or quantize_int8(*a, **k),
   )
   L = np.random.default_rng(1).uniform(0, 100, (2, 32, 32, 1)).astype(np.float32)
-  run = cpu_runtime.cpu_runtime(path, 'openvino', 'int8', calibration_L=L)
+  run = cpu_runtime.cpu_runtime(path, 'openvino', 'int8', calibration=(L,))
   ab = run(L)
   assert ab.shape == (2, 32, 32, 2) and np.isfinite(ab).all()
   assert calls == ['int8.onnx', 'int8_matmul.onnx']
@@ -187,7 +188,7 @@ def test_cpu_runtime_available_needs_a_cpu_jax(monkeypatch):
 def test_auto_falls_back_to_jax_when_export_fails(tmp_path, monkeypatch, caplog):
   write_workdir(tmp_path / 'wd', image_size=32)
   Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'coffee.png')
-  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda: True)
+  monkeypatch.setattr(colorize_files, 'cpu_runtime_available', lambda export=True: True)
 
   def broken_export(*args, **kwargs):
     raise NotImplementedError('no ONNX for this layer')
@@ -237,3 +238,158 @@ def test_decoding_knobs_override_the_model_config(tmp_path):
       f'--{flag}',
     )
     assert proc.returncode == 2 and f'takes no {flag.split("=")[0]}' in proc.stderr
+
+
+def _one_line(proc):
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  lines = [line for line in proc.stderr.splitlines() if line.startswith('launch.colorize: ')]
+  assert len(lines) == 1, proc.stderr
+  return lines[0]
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_colorizing_into_the_input_folder_is_refused_and_touches_nothing(tmp_path, overwrite):
+  write_workdir(tmp_path / 'wd', image_size=32)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(photos / 'coffee.png')
+  before = (photos / 'coffee.png').read_bytes()
+  args = [f'--checkpoint={tmp_path / "wd"}', f'--input={photos}', '--backend=jax']
+  line = _one_line(_run(*args, f'--output_dir={photos}', *(['--overwrite'] if overwrite else [])))
+  assert 'refusing to write' in line and 'over the input photo' in line
+  # The same through another spelling of the folder.
+  line = _one_line(_run(*args, f'--output_dir={photos}/../photos/.', '--overwrite'))
+  assert 'over the input photo' in line
+  assert (photos / 'coffee.png').read_bytes() == before
+  assert sorted(p.name for p in photos.iterdir()) == ['coffee.png']
+
+
+def test_bad_paths_are_one_line_errors(tmp_path):
+  write_workdir(tmp_path / 'wd', image_size=32)
+  common = [f'--checkpoint={tmp_path / "wd"}', '--backend=jax']
+  line = _one_line(_run(*common, f'--input={tmp_path}/*.jpg', f'--output_dir={tmp_path / "o"}'))
+  assert line.endswith(f'no images match {tmp_path}/*.jpg')
+  line = _one_line(_run(*common, f'--input={tmp_path}/missing', f'--output_dir={tmp_path}'))
+  assert 'no such file or folder' in line
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(tmp_path / 'c.png')
+  (tmp_path / 'file').write_text('x')
+  line = _one_line(
+    _run(*common, f'--input={tmp_path / "c.png"}', f'--output_dir={tmp_path / "file"}')
+  )
+  assert 'is a file, not a folder' in line
+  line = _one_line(
+    _run('--checkpoint=/nowhere', f'--input={tmp_path / "c.png"}', f'--output_dir={tmp_path / "o"}')
+  )
+  assert 'no model.json' in line
+  # --verbose shows the traceback of the same error.
+  verbose = _run(
+    '--checkpoint=/nowhere',
+    f'--input={tmp_path / "c.png"}',
+    f'--output_dir={tmp_path / "o"}',
+    '--verbose',
+  )
+  assert verbose.returncode != 0 and 'Traceback' in verbose.stderr
+
+
+def test_an_exported_onnx_file_is_a_checkpoint(tmp_path):
+  pytest.importorskip('openvino')
+  write_workdir(tmp_path / 'wd', image_size=32)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(photos / 'coffee.png')
+  Image.fromarray(skimage.data.astronaut()[:60, :30]).save(photos / 'astronaut.png')
+  model = tmp_path / 'model.int8.onnx'
+  export = subprocess.run(
+    [sys.executable, '-m', 'launch.export', f'--checkpoint={tmp_path / "wd"}', f'--output={model}',
+     '--format=onnx', '--precision=int8', '--image_size=64'],
+    cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+  )  # fmt: skip
+  assert export.returncode == 0, export.stderr
+  assert onnx_export.read_metadata(model)[1:] == (64, 'int8')
+  out = tmp_path / 'out'
+  proc = _run(f'--checkpoint={model}', f'--input={photos}', f'--output_dir={out}')
+  assert proc.returncode == 0, proc.stderr
+  assert 'colorized with openvino int8' in proc.stdout
+  first = np.asarray(Image.open(out / 'coffee.png'))
+  # The same photo alone gets the same colors: int8 was calibrated once, at export.
+  alone = tmp_path / 'alone'
+  proc = _run(f'--checkpoint={model}', f'--input={photos / "coffee.png"}', f'--output_dir={alone}')
+  assert proc.returncode == 0, proc.stderr
+  np.testing.assert_array_equal(np.asarray(Image.open(alone / 'coffee.png')), first)
+  line = _one_line(
+    _run(
+      f'--checkpoint={model}',
+      f'--input={photos}',
+      f'--output_dir={tmp_path / "j"}',
+      '--backend=jax',
+    )
+  )
+  assert 'runs on an ONNX backend' in line
+
+
+def test_hints_json_for_one_photo_and_sidecars(tmp_path):
+  from hint_model_fixtures import train_hint_model  # pylint: disable=g-import-not-at-top
+
+  model = train_hint_model(tmp_path / 'hint_model', loss='mse', size=32, steps=3)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(photos / 'coffee.png')
+  Image.fromarray(skimage.data.astronaut()[:60, :30]).save(photos / 'astronaut.png')
+  good = tmp_path / 'good.json'
+  good.write_text('{"hints": [{"x": 10, "y": 5, "color": "#c0392b"}]}')
+  common = [f'--checkpoint={model}', '--backend=jax']
+  proc = _run(
+    *common, f'--input={photos / "coffee.png"}', f'--output_dir={tmp_path / "a"}', f'--hints={good}'
+  )
+  assert proc.returncode == 0, proc.stderr
+  plain = _run(*common, f'--input={photos / "coffee.png"}', f'--output_dir={tmp_path / "b"}')
+  assert plain.returncode == 0, plain.stderr
+  assert not np.array_equal(
+    np.asarray(Image.open(tmp_path / 'a' / 'coffee.png')),
+    np.asarray(Image.open(tmp_path / 'b' / 'coffee.png')),
+  )
+  for text, message in [
+    (
+      '{"hints": [{"x": 100, "y": 5, "color": "#c0392b"}]}',
+      'hint 0 at (x=100, y=5) lies outside the 50x40 photo',
+    ),
+    ('{"hints": [{"x": 1, "y": 5, "color": "red"}]}', "hint 0: field 'color' must be '#rrggbb'"),
+    ('{"hints": [{"x": 1, "y": 5, "colour": "#c0392b"}]}', 'colour'),
+    ('{"hints": [{"x": 1, "y": 5, "ab": [300, 0]}]}', "field 'ab' must lie in"),
+    ('{"hints": [', 'line 1'),
+  ]:
+    bad = tmp_path / 'bad.json'
+    bad.write_text(text)
+    line = _one_line(
+      _run(
+        *common,
+        f'--input={photos / "coffee.png"}',
+        f'--output_dir={tmp_path / "c"}',
+        f'--hints={bad}',
+      )
+    )
+    assert message in line, line
+  line = _one_line(
+    _run(*common, f'--input={photos}', f'--output_dir={tmp_path / "c"}', f'--hints={good}')
+  )
+  assert '--hints=sidecar' in line
+  (photos / 'coffee.hints.json').write_text(good.read_text())
+  proc = _run(*common, f'--input={photos}', f'--output_dir={tmp_path / "s"}', '--hints=sidecar')
+  assert proc.returncode == 0, proc.stderr
+  np.testing.assert_array_equal(
+    np.asarray(Image.open(tmp_path / 's' / 'coffee.png')),
+    np.asarray(Image.open(tmp_path / 'a' / 'coffee.png')),
+  )
+  plain_model = tmp_path / 'plain'
+  write_workdir(plain_model, image_size=32)
+  line = _one_line(
+    _run(
+      f'--checkpoint={plain_model}',
+      '--backend=jax',
+      f'--input={photos / "coffee.png"}',
+      f'--output_dir={tmp_path / "p"}',
+      f'--hints={good}',
+    )
+  )
+  assert 'trained without hints' in line

@@ -31,6 +31,19 @@ KEYS = {
 }
 
 
+def _strict_json(path):
+  """metrics.json parsed by a parser that refuses NaN, Infinity and -Infinity."""
+
+  def refuse(constant):
+    raise ValueError(f'{path} holds {constant}: not JSON')
+
+  return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _notes(result):
+  return {k for k in result if k.endswith('_note')}
+
+
 def _center_square(rgb, size):
   """The centered square (fractional edges, as data_prep's crop) resized bicubically by PIL."""
   h, w = rgb.shape[:2]
@@ -78,10 +91,21 @@ def test_launch_evaluate_on_photos(photos, tmp_path):
     cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
   )
   assert proc.returncode == 0, proc.stderr
-  results = json.loads((out / 'metrics.json').read_text())
+  results = _strict_json(out / 'metrics.json')
   assert list(results) == [str(tmp_path / 'model_a'), str(tmp_path / 'model_b'), 'gray']
   for r in results.values():
-    assert set(r) == KEYS and len(r['per_image']) == 5 and len(r['ab_bias']) == 2
+    assert set(r) - _notes(r) == KEYS and len(r['per_image']) == 5 and len(r['ab_bias']) == 2
+  # camera is gray: the gray baseline predicts it exactly, so its PSNR is null (not Infinity)
+  # and the mean is over the other 4 images, as the note says.
+  assert results['gray']['psnr_note'].startswith('mean over the 4 of 5 images not predicted')
+  gray_by_id = {m['id']: m for m in results['gray']['per_image']}
+  assert gray_by_id['camera.png']['psnr'] is None
+  assert gray_by_id['camera.png']['psnr_note'] == evaluation.EXACT_NOTE
+  np.testing.assert_allclose(
+    results['gray']['psnr'],
+    np.mean([m['psnr'] for i, m in gray_by_id.items() if i != 'camera.png']),
+    rtol=1e-12,
+  )
   gray = results['gray']
   assert gray['colorfulness'] < 0.1 and gray['chroma_ratio'] == 0  # 8-bit rounding only
   # The gray baseline's MSE is the mean squared gt ab / 128, from scikit-image's Lab.
@@ -168,3 +192,37 @@ def test_evaluate_decodes_classification_checkpoints_as_asked(tmp_path):
   assert 'decoded with temperature 0.7, prior_correction 0.5, chroma_gain 1.5.' in report
   with pytest.raises(ValueError, match='temperature must be positive'):
     evaluation.evaluate(checkpoints, tmp_path / 'records', tmp_path / 'bad', temperature=0.0)
+
+
+def test_gray_ground_truth_writes_strict_json_with_reasons(tmp_path, capsys):
+  # Before: metrics.json held NaN (ratios to a colorless ground truth) and Infinity (the gray
+  # baseline's PSNR on gray photos), which strict JSON parsers refuse.
+  photos = tmp_path / 'gray_photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.camera()).save(photos / 'camera.png')  # mode L
+  moon = skimage.data.moon()
+  Image.fromarray(np.repeat(moon[..., None], 3, -1)).save(photos / 'moon_rgb.png')  # gray RGB
+  write_workdir(tmp_path / 'wd', image_size=32)
+  results = evaluation.evaluate([str(tmp_path / 'wd')], photos, tmp_path / 'out', image_size=32)
+  written = _strict_json(tmp_path / 'out' / 'metrics.json')
+  assert written == results
+  json.dumps(written, allow_nan=False)
+  for r in written.values():
+    assert r['colorfulness_gt'] == 0  # gray after 8-bit rounding: exactly no color
+    assert r['colorfulness_ratio'] is None and r['chroma_ratio'] is None
+    assert r['colorfulness_ratio_note'] == evaluation.NO_COLOR_NOTE == r['chroma_ratio_note']
+  model, gray = written[str(tmp_path / 'wd')], written['gray']
+  assert np.isfinite(model['psnr']) and 'psnr_note' not in model  # a random model is not exact
+  assert gray['psnr'] is None and gray['psnr_note'] == evaluation.ALL_EXACT_NOTE
+  assert [m['psnr'] for m in gray['per_image']] == [None, None]
+  # The finite metrics stay numbers: the gt's ab is float noise (|ab| < 1), so every pixel is
+  # within thresholds 1..150 of the gray prediction and none within 0: AuC = 150 / 151.
+  assert gray['mse_ab'] < 1e-8
+  np.testing.assert_allclose(gray['auc'], 100 * 150 / 151, rtol=1e-12)
+  err = capsys.readouterr().err.splitlines()
+  lines = [line for line in err if line.startswith('evaluation: metrics.json has null for')]
+  assert len(lines) == 1
+  assert 'colorfulness_ratio of wd, gray' in lines[0] and evaluation.NO_COLOR_NOTE in lines[0]
+  assert 'psnr of gray' in lines[0]
+  report = (tmp_path / 'out' / 'report.md').read_text()
+  assert '| gray | 0.0000 | n/a |' in report

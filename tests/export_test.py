@@ -95,3 +95,38 @@ def test_export_bad_arguments(workdir, tmp_path):
   (tmp_path / 'taken').mkdir()
   with pytest.raises(FileExistsError):
     inference.export(workdir, tmp_path / 'taken')
+
+
+def test_a_bundled_onnx_runs_without_a_new_export(tmp_path, monkeypatch):
+  """--with_onnx puts the network (at chroma gain 1) beside params; colorize runs that file on
+  the CPU runtimes, stretched to the config's gain, and never exports again (the [cpu] extra
+  alone has no jax2onnx)."""
+  pytest.importorskip('jax2onnx')
+  pytest.importorskip('onnxruntime')
+  from colorjax import colorize_files, onnx_export
+
+  wd = tmp_path / 'wd'
+  write_workdir(wd, image_size=32, name='unet', loss='classification', width=16, chroma_gain=1.5)
+  out = tmp_path / 'shipped'
+  inference.export(wd, out, dtype='bfloat16', with_onnx=True)
+  assert onnx_export.read_metadata(out / inference.BUNDLED_ONNX)[0].chroma_gain == 1.0
+  colorizer, bundled = colorize_files.load_checkpoint(out)
+  assert bundled == out / inference.BUNDLED_ONNX
+
+  def no_export(*args, **kwargs):
+    raise AssertionError('exported again instead of running the bundled file')
+
+  monkeypatch.setattr(onnx_export, 'export_onnx', no_export)
+  predict, label = colorize_files.make_predictor(
+    colorizer, 'onnxruntime', 'fp32', 2, tmp_path, bundled
+  )
+  assert label == 'onnxruntime fp32'
+  L = np.random.RandomState(0).uniform(0, 100, (2, 32, 32)).astype(np.float32)
+  expected = np.asarray(inference.colorize(colorizer, L[..., None]))
+  np.testing.assert_allclose(predict(L), expected, atol=0.05)
+  # Another temperature is another network output: the bundled file no longer fits.
+  from colorjax import decoding
+
+  hotter = decoding.with_decoding(colorizer, temperature=0.123)
+  assert colorize_files.bundled_onnx_fits(colorizer, bundled)
+  assert not colorize_files.bundled_onnx_fits(hotter, bundled)

@@ -90,6 +90,19 @@ def test_load_bad_paths(tmp_path):
     inference.load(tmp_path)
 
 
+def test_a_model_json_of_another_network_is_one_line(tmp_path):
+  """A workdir whose model.json was replaced by another network's: load names the mismatch in
+  one line instead of failing inside Flax with a tree dump."""
+  write_workdir(tmp_path)
+  (tmp_path / 'model.json').write_text(
+    models.ModelConfig(image_size=64, loss='classification').to_json()
+  )
+  with pytest.raises(ValueError, match='does not describe its params') as raised:
+    inference.load(tmp_path)
+  assert '\n' not in str(raised.value)
+  assert 'the config needs' in str(raised.value)
+
+
 def test_colorize_matches_network_and_is_pure(workdir, colorizer):
   _, config, params = workdir
   L = _L((2, 64, 64, 1))

