@@ -287,7 +287,7 @@ def cpu_settings(size, batch, reps, threads, val_paths, train_paths, train_steps
   with tempfile.TemporaryDirectory() as tmp:
     path = onnx_export.export_onnx(config, params, os.path.join(tmp, 'seed.onnx'), size)
     for backend, precision in SETTINGS:
-      run = cpu_runtime.cpu_runtime(path, backend, precision, threads, calibration_L=calib_L)
+      run = cpu_runtime.cpu_runtime(path, backend, precision, threads, calibration=(calib_L,))
       rgb = to_rgb8(val_L, run(val_L))
       rows[f'{backend} {precision}'] = dict(
         precision=precision, ips=throughput(lambda r=run: r(timed_L), batch, reps),
