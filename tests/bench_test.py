@@ -36,6 +36,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
     '--batch_size=4',
     '--temperatures=0.1,0.38',
     '--prior_corrections=-0.3,0.05',
+    '--models=seed,vivid,effnet_hints',
+    '--hint_points=0,1,5',
     f'--doc={doc}',
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -77,7 +79,12 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   else:
     assert not chosen and 'kept the tint <= 3' in text
   figure = doc.parent / 'quality_figure.png'
-  assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid
+  assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid | ...
+  # The hint model's curve at each count, its targets judged, and its figures.
+  assert re.search(r'^\| effnet_hints \| 5 \| [0-9.]+ \|', text, re.M), text
+  assert re.findall(r'^\| gain at (1|5) hints >= .* \| (yes|no) \|$', text, re.M), text
+  assert Image.open(doc.parent / 'quality_hints.png').size[0] == 4 * 64 * 2
+  assert (doc.parent / 'quality_hint_curve.png').is_file()
 
 
 def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):

@@ -1,0 +1,79 @@
+"""The README's before/after strip: historical black-and-white photos colorized by a model.
+
+python -m bench.readme_figure [--checkpoint=pretrained] [--photos_dir=../shared/data/historical_bw]
+    [--output=docs/readme_strip.jpg]
+
+Each photo is colorized at full resolution with `colorjax.colorize_image` (the network at its own
+size, the colors joined to the photo's own lightness); the strip shows the originals above and
+the colorized photos below, at one height. The default photos are in the public domain (US
+government work of the Farm Security Administration and the Library of Congress, or published
+before 1927).
+"""
+
+import pathlib
+
+from absl import app, flags
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Public domain: FSA photographs (Dorothea Lange 1936, Arthur Rothstein's dust bowl series), a
+# Library of Congress Civil War photograph, and a Detroit Publishing Co. street view of 1908.
+PHOTOS = (
+  'migrant_mother.jpg',
+  'dustbowl_people.jpg',
+  'civil_war_3.jpg',
+  'Buffalo Bank Buffalo, New York, circa 1908. Erie County Savings Bank, Niagara Street.jpg',
+)
+
+_CHECKPOINT = flags.DEFINE_string(
+  'checkpoint', 'pretrained', 'the model (default: the shipped one)'
+)
+_PHOTOS_DIR = flags.DEFINE_string(
+  'photos_dir', '../shared/data/historical_bw', 'the folder holding the photos'
+)
+_NAMES = flags.DEFINE_list('names', list(PHOTOS), 'the photos of the strip, in order')
+_HEIGHT = flags.DEFINE_integer('height', 256, 'the height of each tile')
+_OUTPUT = flags.DEFINE_string('output', str(ROOT / 'docs' / 'readme_strip.jpg'), 'the strip')
+
+
+def strip(originals, colorized, height):
+  """Originals above, colorized below, each resized to `height` (PIL images in, one out)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  fit = lambda im: im.convert('RGB').resize(
+    (round(im.width * height / im.height), height), Image.LANCZOS
+  )
+  top, bottom = [fit(im) for im in originals], [fit(im) for im in colorized]
+  gap = 4
+  width = sum(im.width for im in top) + gap * (len(top) - 1)
+  out = Image.new('RGB', (width, 2 * height + gap), 'white')
+  x = 0
+  for a, b in zip(top, bottom):
+    out.paste(a, (x, 0))
+    out.paste(b, (x, height + gap))
+    x += a.width + gap
+  return out
+
+
+def main(argv):
+  del argv
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  import colorjax  # pylint: disable=g-import-not-at-top
+  from colorjax import image_io  # pylint: disable=g-import-not-at-top
+
+  colorizer = colorjax.load(_CHECKPOINT.value)
+  folder = pathlib.Path(_PHOTOS_DIR.value)
+  originals, colorized = [], []
+  for name in _NAMES.value:
+    image = image_io.read_image(folder / name)
+    originals.append(Image.fromarray(image))
+    colorized.append(Image.fromarray(colorjax.colorize_image(colorizer, image)))
+  out = strip(originals, colorized, _HEIGHT.value)
+  output = pathlib.Path(_OUTPUT.value)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  out.save(output, quality=88)
+  print(f'wrote {output} ({out.width}x{out.height})')
+
+
+if __name__ == '__main__':
+  app.run(main)
