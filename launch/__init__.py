@@ -6,6 +6,7 @@ stops faulting its temporaries in again each time. COLORJAX_RETAIN_HOST_MEMORY=0
 as it is.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -66,10 +67,22 @@ def run(main, name, required=(), argv=None):
   app.run(guarded, argv=argv, flags_parser=parse)
 
 
+class _PlainFormatter(std_logging.Formatter):
+  """'warning: message' instead of absl's 'W1202 11:07:48.123 123 file.py:12]' prefix: the
+  messages a user reads (a skipped photo, a fallback) are sentences, not log records."""
+
+  def format(self, record):
+    return f'{record.levelname.lower()}: {record.getMessage()}'
+
+
 def quiet_library_logs():
-  """Warnings and errors only (Orbax logs each checkpoint at INFO), unless --verbosity is given."""
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  """Warnings and errors only (Orbax logs each checkpoint at INFO), as plain 'warning: ...'
+  lines; --verbosity (or --verbose) keeps absl's full log records."""
+  if flags.FLAGS['verbosity'].present or _VERBOSE.value:
+    return
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().setFormatter(_PlainFormatter())
+  std_logging.getLogger('onnx_ir').setLevel(std_logging.ERROR)  # the ONNX export's per-node notes
 
 
 def expand_flagfiles(argv):

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -352,7 +353,7 @@ def test_hints_json_for_one_photo_and_sidecars(tmp_path):
   for text, message in [
     (
       '{"hints": [{"x": 100, "y": 5, "color": "#c0392b"}]}',
-      'hint 0 at (x=100, y=5) lies outside the 50x40 photo',
+      'hint 0 at (x=100, y=5) is outside the 50x40 photo',
     ),
     ('{"hints": [{"x": 1, "y": 5, "color": "red"}]}', "hint 0: field 'color' must be '#rrggbb'"),
     ('{"hints": [{"x": 1, "y": 5, "colour": "#c0392b"}]}', 'colour'),
@@ -393,3 +394,19 @@ def test_hints_json_for_one_photo_and_sidecars(tmp_path):
     )
   )
   assert 'trained without hints' in line
+
+
+def test_a_photo_that_cannot_be_read_is_one_plain_line_and_exit_1(tmp_path):
+  """A user-facing warning or error reads as a sentence, without absl's log-record prefix
+  ('E1202 11:07:48.123456 123 colorize_files.py:335]'), and the other photos are written."""
+  write_workdir(tmp_path / 'wd', image_size=32)
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray(skimage.data.coffee()[:40, :50]).save(photos / 'coffee.png')
+  (photos / 'broken.png').write_bytes(b'not an image')
+  proc = _run(f'--checkpoint={tmp_path / "wd"}', f'--input={photos}',
+              f'--output_dir={tmp_path / "out"}', '--backend=jax')  # fmt: skip
+  assert proc.returncode == 1, proc.stderr
+  assert (tmp_path / 'out' / 'coffee.png').is_file()
+  assert f'error: cannot read {photos / "broken.png"}: not_an_image' in proc.stderr, proc.stderr
+  assert not re.search(r'[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+', proc.stderr), proc.stderr
