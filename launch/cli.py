@@ -55,6 +55,15 @@ def main(argv=None):
       )
       return 2
     raise
+  if any(a in ('-h', '--help', '-help', '--helpshort') for a in argv[2:]):
+    # absl's --help shows the flags of the program's main module (this one, which has none)
+    # and exits 1: show the subcommand's own, and succeed.
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    print(f'usage: colorjax {name} [--flags]   (--helpfull: every flag, with the libraries)\n')
+    print((module.__doc__ or '').strip() + '\n')
+    print(flags.FLAGS.module_help(module_name))
+    return 0
   # The subcommand sees argv as its `python -m` twin does: the program name, then its flags.
   module.run([f'colorjax {name}', *argv[2:]])
   return 0
