@@ -69,7 +69,11 @@ def photo(path, width, height):
 
 def main(argv):
   del argv
-  colorizer = inference.load(_CHECKPOINT.value) if _CHECKPOINT.value else random_colorizer()
+  bundled = None
+  if _CHECKPOINT.value:
+    colorizer, bundled = colorize_files.load_checkpoint(_CHECKPOINT.value)
+  else:
+    colorizer = random_colorizer()
   size = colorizer.config.image_size
   run1, run8 = inference.batch_predictor(colorizer, 1), inference.batch_predictor(colorizer, 8)
   n = _REPEATS.value
@@ -81,11 +85,26 @@ def main(argv):
   L_big = fullsize.lightness(big)
   ab_model = run1(fullsize.model_input(big, size)[None])[0]
   ab_photo = lab.rgb8_to_lab(photo(_PHOTO.value, size, size))[..., 1:]  # a photo's own chroma
-  backend, precision = colorize_files.resolve_backend('auto', 'auto')
   with tempfile.TemporaryDirectory() as tmp:
-    cpu, setting = colorize_files.make_predictor(
-      colorizer, 'auto', 'auto', 1, fullsize.model_input(big, size)[None], tmp
-    )
+    cpu, setting = colorize_files.make_predictor(colorizer, 'auto', 'auto', 1, tmp, bundled)
+    hinted = {}
+    if colorizer.config.hints:  # the interactive case: one 256x256 photo with 10 hints
+      from colorjax import cpu_runtime, hint_curve, onnx_export  # pylint: disable=g-import-not-at-top
+
+      path = onnx_export.export_onnx(
+        colorizer.config, colorizer.params['params'], f'{tmp}/hints256.onnx', 256
+      )
+      precision_256 = colorize_files.CPU_DEFAULT_PRECISION[colorizer.config.name]
+      run256 = cpu_runtime.cpu_runtime(path, 'openvino', precision_256)
+      Lab256 = lab.rgb8_to_lab(photo(_PHOTO.value, 256, 256))[None]
+      given = hint_curve.eval_hints(Lab256[..., 1:], 10)
+      L256 = np.ascontiguousarray(Lab256[..., :1])
+      hinted = {
+        f'network alone, 1 x 256x256 with 10 hints, openvino {precision_256} (target < 100 ms)': (
+          lambda: run256(L256, given),
+          1,
+        )
+      }
     cases = {
       f'network alone, 1 x {size}x{size}': (lambda: run1(L1), 1),
       f'network alone, batch 8 x {size}x{size}': (lambda: run8(L8), 8),
@@ -106,6 +125,7 @@ def main(argv):
         1,
       ),
       f'network alone, 1 x {size}x{size}, {setting}': (lambda: cpu(L1), 1),
+      **hinted,
       '12 MP full-res L (fullsize.lightness)': (lambda: fullsize.lightness(big), 1),
       '12 MP join from L, model ab': (lambda: fullsize.join(L_big, ab_model), 1),
       '12 MP join from the RGB photo, model ab': (lambda: fullsize.join(big, ab_model), 1),
@@ -126,9 +146,9 @@ def main(argv):
     "Lab -> RGB uint8 keeping the photo's L, gamut fit of the pixels outside sRGB (a random "
     "model saturates most pixels: the gamut fit's worst case; the last row has a photo's own "
     'chroma, as a trained model gives). The full-size work runs in one jitted XLA function per '
-    f'1-megapixel chunk. CPU default (--backend=auto here): {backend} {precision}, int8 '
-    'calibrated on the timed input.\n\n'
-    + report.table(['case', 'ms', 'x network (1 image, jax)', 'images/s'], rows)
+    f'1-megapixel chunk. CPU default (--backend=auto here): {setting}'
+    f'{" (the export bundled ONNX file)" if bundled else ""}; int8 is calibrated on a fixed set.'
+    '\n\n' + report.table(['case', 'ms', 'x network (1 image, jax)', 'images/s'], rows)
   )
   report.write_section('colorize', ' '.join(['python3 -m bench.colorize'] + sys.argv[1:]), body)
   print(body)

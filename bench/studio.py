@@ -103,10 +103,10 @@ class Client:
     return data, seconds
 
 
-def measure(name, colorizer, data, repeats, uploads):
+def measure(name, colorizer, data, repeats, uploads, bundled_onnx=None):
   """Rows (model, case, median ms, min ms, max ms, target) for one model."""
   t0 = time.perf_counter()
-  engine = studio.make_engine(colorizer, _BACKEND.value)
+  engine = studio.make_engine(colorizer, _BACKEND.value, bundled_onnx=bundled_onnx)
   engine.warm_up()
   startup = time.perf_counter() - t0
   port, stop = serve(engine)
@@ -178,12 +178,14 @@ def main(argv):
   data = photo_12mp(_PHOTO.value)
   names = _CHECKPOINT.value or ['random']
   models_to_time = [
-    ('random tiny hint model', random_hint_model()) if c == 'random' else (c, inference.load(c))
+    ('random tiny hint model', (random_hint_model(), None))
+    if c == 'random'
+    else (c, colorize_files.load_checkpoint(c))  # as launch.serve: a bundled ONNX file if any
     for c in names
   ]
   rows, labels = [], []
-  for name, colorizer in models_to_time:
-    model_rows, label = measure(name, colorizer, data, _REPEATS.value, _UPLOADS.value)
+  for name, (colorizer, bundled) in models_to_time:
+    model_rows, label = measure(name, colorizer, data, _REPEATS.value, _UPLOADS.value, bundled)
     rows += model_rows
     labels.append(label)
   body = (
@@ -192,8 +194,7 @@ def main(argv):
     f'({_UPLOADS.value} for the upload rows), median with min and max. The photo: a 12-megapixel '
     '(4240x2832) JPEG; its preview is 800x534. The network runs at its own size on the photo '
     'squashed to it; previews join its ab to the 800 px preview, downloads the same ab to the '
-    "full-size photo's own L (PNG at zlib level 1, JPEG at quality 95). The 2 cores are shared "
-    'with a long training run while this ran: the numbers are pessimistic. A max far above its '
+    "full-size photo's own L (PNG at zlib level 1, JPEG at quality 95). A max far above its "
     'median is a one-off XLA compile: fullsize.join compiles per padded photo width (the first '
     'preview of a new size, about 0.9 s here; the upload compiles the full-size one in the '
     'background) and its gamut fit per power-of-two count of out-of-sRGB pixels.\n\n'
