@@ -19,10 +19,26 @@ CPU_INSTALL = "pip install 'colorjax[cpu]'"
 EXPORT_INSTALL = "pip install 'colorjax[onnx]' && pip install --no-deps jax2onnx==0.17.1"
 
 
+def _without_openvino_telemetry():
+  """`import openvino` sends a usage event to Google Analytics from a forked process unless its
+  telemetry package is absent (then OpenVINO uses its own no-op stub). colorjax runs offline
+  photo work and asks no one's consent, so it hides that package from OpenVINO's import (a None
+  entry in sys.modules makes the import fail), unless COLORJAX_OPENVINO_TELEMETRY=1 or it was
+  already imported."""
+  import os  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  if os.environ.get('COLORJAX_OPENVINO_TELEMETRY') != '1' and 'openvino' not in sys.modules:
+    sys.modules.setdefault('openvino_telemetry', None)
+    sys.modules.setdefault('openvino_telemetry.backend', None)
+
+
 def require(module_name):
   """Imports an optional runtime package or raises ImportError naming the pip command."""
   import importlib  # pylint: disable=g-import-not-at-top
 
+  if module_name == 'openvino':
+    _without_openvino_telemetry()
   try:
     return importlib.import_module(module_name)
   except ImportError as e:

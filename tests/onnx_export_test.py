@@ -1,6 +1,9 @@
 """ONNX export and the CPU runtimes: outputs match the JAX model, dynamic batch, clear errors."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -216,3 +219,22 @@ def test_cpu_runtime_is_callable_from_the_package(exported, photos_L):
   run = colorjax.cpu_runtime(path, backend='onnxruntime')
   np.testing.assert_allclose(run(photos_L), ab_jax, atol=1e-3)
   assert colorjax.cpu_runtime.quantize_int8 is cpu_runtime_lib.quantize_int8
+
+
+def test_openvino_is_imported_without_its_telemetry():
+  """`import openvino` would send a usage event to Google Analytics from a forked process:
+  colorjax imports it with OpenVINO's own no-op stub instead (COLORJAX_OPENVINO_TELEMETRY=1
+  allows it)."""
+  pytest.importorskip('openvino')
+  code = (
+    'import sys; from colorjax import onnx_export; onnx_export.require("openvino"); '
+    'print(sys.modules.get("openvino_telemetry", "absent"))'
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'COLORJAX_OPENVINO_TELEMETRY'}
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                       timeout=120, check=True).stdout.split()  # fmt: skip
+  assert out[-1] == 'None'
+  env['COLORJAX_OPENVINO_TELEMETRY'] = '1'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                       timeout=120, check=True).stdout.split()  # fmt: skip
+  assert 'openvino_telemetry' in out[-1]  # the real package's module
