@@ -99,7 +99,8 @@ class Server:
   its pid, and its output so far."""
 
   def __init__(self, checkpoint, *extra, timeout=300):
-    cmd = [sys.executable, '-m', 'launch.serve', f'--checkpoint={checkpoint}', '--port=0', *extra]
+    given = [] if checkpoint is None else [f'--checkpoint={checkpoint}']  # None: the default
+    cmd = [sys.executable, '-m', 'launch.serve', *given, '--port=0', *extra]
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
     self.proc = subprocess.Popen(
       cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

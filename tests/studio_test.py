@@ -466,14 +466,18 @@ def test_serve_refuses_a_busy_port_in_one_line():
 
 
 def test_serve_uses_the_shipped_model_without_a_checkpoint():
+  """No --checkpoint: the studio says it runs the shipped model, and does (its network, run by
+  the CPU runtime from the ONNX file the export bundles)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+
+  server = Server(None)
   try:
-    colorjax.load('pretrained')
-  except FileNotFoundError:
-    pass
-  else:
-    pytest.skip("a 'pretrained' model exists: the server tests start it")
-  proc = subprocess.run(
-    [sys.executable, '-m', 'launch.serve', '--port=0'],
-    cwd=ROOT, capture_output=True, text=True, timeout=120,
-  )  # fmt: skip
-  assert proc.returncode == 2 and 'pretrained' in proc.stderr, proc.stderr
+    assert any('model: pretrained (the shipped model' in line for line in server.lines), (
+      server.lines
+    )
+    with urllib.request.urlopen(server.url + '/api/info', timeout=60) as response:
+      info = json.loads(response.read())
+    assert info['model'] == 'effnet_unet' and info['hints'] and info['image_size'] == 128
+  finally:
+    server.stop()
