@@ -314,22 +314,8 @@ def hint_figure(checkpoint, val_dir, size, path, counts=(0, 3, 10)):
         draw.rectangle([x - 2, y - 2, x + p + 1, y + p + 1], outline=(0, 0, 0))
     tiles.append(np.asarray(tile))
   labels = ['Original'] + [f'{c} hints' if c else 'automatic' for c in counts]
-  visualize_strip(tiles, labels).save(path)
-
-
-def visualize_strip(tiles, labels, scale=2):
-  """Tiles side by side (upscaled by `scale`, nearest) with a label strip above each."""
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-
-  h, w = tiles[0].shape[:2]
-  out = Image.new('RGB', (len(tiles) * w * scale, h * scale + 18), 'white')
-  draw = ImageDraw.Draw(out)
-  for i, (tile, label) in enumerate(zip(tiles, labels)):
-    out.paste(
-      Image.fromarray(tile).resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, 18)
-    )
-    draw.text((i * w * scale + 4, 3), label, fill=(0, 0, 0))
-  return out
+  size = tiles[0].shape[0] * 2  # shown at twice the network's size
+  visualize.save_png(path, visualize.comparison_grid([tiles], labels, tile_height=size, pad=0))
 
 
 def main(argv):

@@ -48,31 +48,13 @@ _HEIGHT = flags.DEFINE_integer('height', 256, 'the height of each tile')
 _OUTPUT = flags.DEFINE_string('output', str(ROOT / 'docs' / 'readme_strip.jpg'), 'the strip')
 
 
-def strip(originals, colorized, height):
-  """Originals above, colorized below, each resized to `height` (PIL images in, one out)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  fit = lambda im: im.convert('RGB').resize(
-    (round(im.width * height / im.height), height), Image.LANCZOS
-  )
-  top, bottom = [fit(im) for im in originals], [fit(im) for im in colorized]
-  gap = 4
-  width = sum(im.width for im in top) + gap * (len(top) - 1)
-  out = Image.new('RGB', (width, 2 * height + gap), 'white')
-  x = 0
-  for a, b in zip(top, bottom):
-    out.paste(a, (x, 0))
-    out.paste(b, (x, height + gap))
-    x += a.width + gap
-  return out
-
-
 def main(argv):
   del argv
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
 
   import colorjax  # pylint: disable=g-import-not-at-top
-  from colorjax import hints, image_io  # pylint: disable=g-import-not-at-top
+  from colorjax import hints, image_io, visualize  # pylint: disable=g-import-not-at-top
 
   colorizer = colorjax.load(_CHECKPOINT.value)
   folder = pathlib.Path(_PHOTOS_DIR.value)
@@ -92,7 +74,8 @@ def main(argv):
       draw.ellipse([x - r, y - r, x + r, y + r], fill=point['color'], outline='white', width=3)
     originals.append(marked)
     colorized.append(hinted)
-  out = strip(originals, colorized, _HEIGHT.value)
+  rows = [[np.asarray(im.convert('RGB')) for im in row] for row in (originals, colorized)]
+  out = Image.fromarray(visualize.comparison_grid(rows, tile_height=_HEIGHT.value))
   output = pathlib.Path(_OUTPUT.value)
   output.parent.mkdir(parents=True, exist_ok=True)
   out.save(output, quality=88)

@@ -88,19 +88,16 @@ def _jax_predictor(colorizer, precision, batch_size):
   return inference.batch_predictor(colorizer, batch_size)
 
 
-def _onnx_predictor(colorizer, backend, precision, onnx_path, given_onnx=None):
+def _onnx_predictor(colorizer, backend, precision, onnx_path, given_onnx=None, gain=1.0):
   """(L (B, S, S), hints) -> ab (B, S, S, 2) with an ONNX CPU runtime: the given file, or the
-  colorizer exported to onnx_path (int8: calibrated on cpu_runtime's fixed set). A bundled file
-  (inference.BUNDLED_ONNX, decoded at chroma gain 1) is stretched to the colorizer's gain."""
+  colorizer exported to onnx_path (int8: calibrated on cpu_runtime's fixed set), its ab
+  stretched by `gain` (a bundled file, inference.BUNDLED_ONNX, is decoded at chroma gain 1)."""
   from colorjax import cpu_runtime, onnx_export  # pylint: disable=g-import-not-at-top
 
-  gain = 1.0
   if given_onnx is None:
     given_onnx = onnx_export.export_onnx(
       colorizer.config, colorizer.params['params'], onnx_path, colorizer.config.image_size
     )
-  elif colorizer.params is not None:
-    gain = colorizer.config.chroma_gain / onnx_export.read_metadata(given_onnx)[0].chroma_gain
   run = cpu_runtime.cpu_runtime(given_onnx, backend, precision)
 
   def predict(L_BxSxS, hints=None):
@@ -115,7 +112,11 @@ def bundled_onnx_fits(colorizer, onnx_path):
   gain (not when --temperature or --prior_correction changed it: those need a new export)."""
   from colorjax import onnx_export  # pylint: disable=g-import-not-at-top
 
-  config, size, _ = onnx_export.read_metadata(onnx_path)
+  return _fits(colorizer, onnx_export.read_metadata(onnx_path))
+
+
+def _fits(colorizer, metadata):
+  config, size, _ = metadata
   mine = colorizer.config
   return size == mine.image_size and dataclasses.replace(config, chroma_gain=1.0) == (
     dataclasses.replace(mine, chroma_gain=1.0)
@@ -126,18 +127,22 @@ def make_predictor(colorizer, backend, precision, batch_size, tmp_dir, given_onn
   """(predict function, 'backend precision') resolved; 'auto' falls back to JAX if export fails.
   given_onnx: an exported file to run instead of exporting the colorizer (ONNX backends only;
   an int8 file runs at int8)."""
-  auto = backend == 'auto'
-  if given_onnx is not None and colorizer.params is not None:
-    # A bundled file: used by the ONNX backends when it computes this decoding, else the export.
-    usable = backend != 'auto' or cpu_runtime_available(export=False)
-    if backend == 'jax' or not usable or not bundled_onnx_fits(colorizer, given_onnx):
-      given_onnx = None
+  auto, gain = backend == 'auto', 1.0
   if given_onnx is not None:
     from colorjax import onnx_export  # pylint: disable=g-import-not-at-top
 
+    metadata = onnx_export.read_metadata(given_onnx)  # read once: the file is tens of MB
+  if given_onnx is not None and colorizer.params is not None:
+    # A bundled file: used by the ONNX backends when it computes this decoding, else the export.
+    usable = backend != 'auto' or cpu_runtime_available(export=False)
+    if backend == 'jax' or not usable or not _fits(colorizer, metadata):
+      given_onnx = None
+    else:
+      gain = colorizer.config.chroma_gain / metadata[0].chroma_gain
+  if given_onnx is not None:
     if backend == 'jax':
       raise ValueError('an ONNX checkpoint runs on an ONNX backend (onnxruntime or openvino)')
-    stored = onnx_export.read_metadata(given_onnx)[2]
+    stored = metadata[2]
     backend = CPU_DEFAULT_BACKEND if backend == 'auto' else backend
     if precision == 'auto':
       precision = stored if stored == 'int8' else CPU_DEFAULT_PRECISION[colorizer.config.name]
@@ -145,7 +150,7 @@ def make_predictor(colorizer, backend, precision, batch_size, tmp_dir, given_onn
   if backend != 'jax':
     try:
       predict = _onnx_predictor(
-        colorizer, backend, precision, pathlib.Path(tmp_dir) / 'model.onnx', given_onnx
+        colorizer, backend, precision, pathlib.Path(tmp_dir) / 'model.onnx', given_onnx, gain
       )
       logging.info('colorizing with %s %s', backend, precision)
       return predict, f'{backend} {precision}'

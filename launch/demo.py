@@ -40,7 +40,10 @@ def write_gray_photos(folder):
 
 def main(argv):
   del argv  # checked by launch.run
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from colorjax import visualize  # pylint: disable=g-import-not-at-top
 
   out = pathlib.Path(_OUTPUT_DIR.value)
   photos = write_gray_photos(out / 'photos')
@@ -50,18 +53,12 @@ def main(argv):
   )
   if result['failed']:
     raise RuntimeError(f'could not colorize {sorted(result["failed"])}')
-  height = 256
-  fit = lambda im: im.convert('RGB').resize((round(im.width * height / im.height), height))
-  top = [fit(Image.open(p)) for p in photos]
-  bottom = [fit(Image.open(colorized / f'{p.stem}.png')) for p in photos]
-  strip = Image.new('RGB', (sum(im.width for im in top), 2 * height), 'white')
-  x = 0
-  for a, b in zip(top, bottom):
-    strip.paste(a, (x, 0))
-    strip.paste(b, (x, height))
-    x += a.width
+  rows = [
+    [np.asarray(Image.open(p)) for p in photos],
+    [np.asarray(Image.open(colorized / f'{p.stem}.png')) for p in photos],
+  ]
   picture = out / 'demo.png'
-  strip.save(picture)
+  visualize.save_png(picture, visualize.comparison_grid(rows, tile_height=256))
   print(
     f'colorized {len(photos)} photos with {result["backend"]}; the picture: {picture.resolve()}'
   )
