@@ -10,8 +10,8 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 
 # Many tests (and the launch.* subprocesses they start, which inherit the environment) compile
 # the same train steps and networks; one persistent cache shared by the xdist workers of this
-# run compiles each once. It starts empty and is removed at the end, so runs stay independent.
-# xdist workers (and subprocesses) inherit the controller's folder; only its maker removes it.
+# run compiles each once. The controller makes it empty and removes it at the end, so runs stay
+# independent.
 _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
 if _OWN_CACHE:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='colorjax-test-xla-cache-')

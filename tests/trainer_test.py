@@ -44,12 +44,10 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  # One persistent compilation cache for all runs: only the first one compiles the step.
-  cache = tmp_path_factory.mktemp('jax_cache')
+def env():
+  # The test run's compilation cache (conftest), for every compile: only the first run compiles.
   return dict(
     os.environ,
-    JAX_COMPILATION_CACHE_DIR=str(cache),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
     XLA_FLAGS='--xla_force_host_platform_device_count=1',
