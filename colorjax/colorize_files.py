@@ -98,13 +98,8 @@ def _onnx_predictor(colorizer, backend, precision, onnx_path, given_onnx=None, g
     given_onnx = onnx_export.export_onnx(
       colorizer.config, colorizer.params['params'], onnx_path, colorizer.config.image_size
     )
-  run = cpu_runtime.cpu_runtime(given_onnx, backend, precision)
-
-  def predict(L_BxSxS, hints=None):
-    ab = run(np.asarray(L_BxSxS, np.float32)[..., None], hints)
-    return ab if gain == 1 else np.asarray(decoding.stretch_chroma(ab, gain))
-
-  return predict
+  run = cpu_runtime.cpu_runtime(given_onnx, backend, precision, chroma_gain=gain)
+  return lambda L_BxSxS, hints=None: run(np.asarray(L_BxSxS, np.float32)[..., None], hints)
 
 
 def bundled_onnx_fits(colorizer, onnx_path):

@@ -8,7 +8,7 @@ import types
 
 import numpy as np
 
-from colorjax import onnx_export
+from colorjax import decoding, onnx_export, propagation
 
 BACKENDS = ('openvino', 'onnxruntime')
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -149,7 +149,12 @@ def _onnxruntime_fn(model_path, num_threads):
 
 
 def cpu_runtime(
-  onnx_path, backend='openvino', precision='fp32', num_threads=None, calibration=None
+  onnx_path,
+  backend='openvino',
+  precision='fp32',
+  num_threads=None,
+  calibration=None,
+  chroma_gain=1.0,
 ):
   """A CPU colorize function for an exported model (same contract as colorjax colorize).
 
@@ -162,11 +167,14 @@ def cpu_runtime(
     num_threads: CPU threads for the runtime; None lets it use every core.
     calibration: int8 only: the calibration inputs (see quantize_int8); None: the fixed set
       (calibration_inputs), so colors never depend on the photos colorized.
+    chroma_gain: stretches the file's ab as colorjax.decoding.stretch_chroma does (an exported
+      file is decoded at chroma gain 1), before the hints are spread.
 
   Returns:
     A function from L (B, H, W, 1) float32 in [0, 100], any B, and for a hint-taking model
     optional hints (hint_ab (B, H, W, 2), mask (B, H, W, 1); None: none), to ab (B, H, W, 2)
-    float32 in Lab units, where H and W are the exported image size.
+    float32 in Lab units, where H and W are the exported image size. Given hints are spread
+    over the image as colorize spreads them (colorjax.propagation).
   """
   if backend not in BACKENDS:
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
@@ -207,19 +215,26 @@ def cpu_runtime(
     else:
       run = _onnxruntime_fn(model_path, num_threads)
 
+  def stretched(ab):
+    if chroma_gain == 1:
+      return ab
+    return np.asarray(decoding.stretch_chroma(ab, chroma_gain), np.float32)
+
   def colorize_cpu(L_BxHxWx1, hints=None):
     L_BxHxWx1 = _check_L(L_BxHxWx1, image_shape)
     if not takes_hints:
       if hints is not None:
         raise ValueError('this model was exported without hint inputs; it takes none')
-      return run([L_BxHxWx1])
+      return stretched(run([L_BxHxWx1]))
     if hints is None:
       shape = L_BxHxWx1.shape
-      hints = (np.zeros(shape[:-1] + (2,), np.float32), np.zeros(shape, np.float32))
+      return stretched(run([L_BxHxWx1, np.zeros(shape[:-1] + (2,), np.float32),
+                            np.zeros(shape, np.float32)]))  # fmt: skip
     hint_ab, mask = (np.ascontiguousarray(h, np.float32) for h in hints)
     if hint_ab.shape != L_BxHxWx1.shape[:-1] + (2,) or mask.shape != L_BxHxWx1.shape:
       raise ValueError(f"hints must be ab and mask at L's size {L_BxHxWx1.shape[1:3]}")
-    return run([L_BxHxWx1, hint_ab, mask])
+    ab = stretched(run([L_BxHxWx1, hint_ab, mask]))
+    return np.asarray(propagation.spread_jit(L_BxHxWx1, ab, hint_ab, mask), np.float32)
 
   return colorize_cpu
 

@@ -27,11 +27,12 @@ def eval_hints(ab_NxSxSx2, count, seed=0, patch=PATCH):
   return np.asarray(hint_ab), np.asarray(mask)
 
 
-def curve(colorizer, L_NxSxS, ab_gt, counts=COUNTS, seed=0, batch_size=8):
-  """{count: {'psnr', 'ssim', 'auc'}} means over the images for each hint count."""
+def curve(colorizer, L_NxSxS, ab_gt, counts=COUNTS, seed=0, batch_size=8, spread_hints=True):
+  """{count: {'psnr', 'ssim', 'auc'}} means over the images for each hint count; hints spread
+  as colorize spreads them, or (spread_hints False) the network's own answer alone."""
   if not colorizer.config.hints and any(counts):
     raise ValueError('this model takes no hints: its curve is its 0-hint point only')
-  predict = inference.batch_predictor(colorizer, batch_size)
+  predict = inference.batch_predictor(colorizer, batch_size, spread_hints)
   gt_u8 = [visualize.lab_to_uint8(l_, ab) for l_, ab in zip(L_NxSxS, ab_gt)]
   out = {}
   for count in counts:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from colorjax import checkpoint, decoding, fullsize, models
+from colorjax import checkpoint, decoding, fullsize, models, propagation
 from colorjax import hints as hints_lib
 
 MODEL_JSON = 'model.json'
@@ -24,7 +24,7 @@ class Colorizer:
   config: models.ModelConfig = flax.struct.field(pytree_node=False)
 
 
-def colorize(colorizer, L, hints=None):
+def colorize(colorizer, L, hints=None, spread_hints=True):
   """Predicts ab for L; pure and jit-able.
 
   Args:
@@ -35,6 +35,9 @@ def colorize(colorizer, L, hints=None):
     hints: None (no hints), or (hint_ab, mask) at L's size: ab in Lab units (..., H, W, 2), zero
       where no hint is given, and mask (..., H, W, 1) in {0, 1}, 1 on hinted pixels. Only a
       hint-taking model (config.hints) accepts them.
+    spread_hints: with hints, carry each hint's correction to the pixels alike
+      (colorjax.propagation.spread; hinted pixels take their hint). False: the network's own
+      answer to the hints (static under jit).
 
   Returns:
     ab in Lab units, shape (H, W, 2) or (B, H, W, 2) following L.
@@ -63,10 +66,12 @@ def colorize(colorizer, L, hints=None):
     )
   output = models.create_model(colorizer.config).apply(colorizer.params, L_BxHxWx1, hints)
   ab_BxHxWx2 = decoding.decode(colorizer.config, output)
+  if hints is not None and spread_hints:
+    ab_BxHxWx2 = propagation.spread(L_BxHxWx1, ab_BxHxWx2, *hints)
   return ab_BxHxWx2[0] if squeeze else ab_BxHxWx2
 
 
-_colorize_jit = jax.jit(colorize)
+_colorize_jit = jax.jit(colorize, static_argnames='spread_hints')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +251,10 @@ def _calibration_photos(colorizer, folder, size, max_images=64):
   return cpu_runtime.calibration_inputs(size, colorizer.config.hints, photos)
 
 
-def batch_predictor(colorizer, batch_size=8):
+def batch_predictor(colorizer, batch_size=8, spread_hints=True):
   """A function (L (N, S, S), hints=None) -> ab (N, S, S, 2) NumPy running the jitted network on
   batches of exactly batch_size (the last one padded), so any N compiles once; hints as
-  colorize takes them, (hint ab (N, S, S, 2), mask (N, S, S, 1))."""
+  colorize takes them, (hint ab (N, S, S, 2), mask (N, S, S, 1)), spread as it says."""
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
 
@@ -267,7 +272,7 @@ def batch_predictor(colorizer, batch_size=8):
       given = None
       if hints is not None:
         given = tuple(pad(np.asarray(h[start : start + batch_size]), n) for h in hints)
-      ab = _colorize_jit(colorizer, pad(chunk, n)[..., None], given)
+      ab = _colorize_jit(colorizer, pad(chunk, n)[..., None], given, spread_hints)
       out.append(np.asarray(ab)[:n])
     if not out:
       return np.zeros(L_NxSxS.shape + (2,), np.float32)

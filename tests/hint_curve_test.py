@@ -72,14 +72,14 @@ def test_launch_evaluate_writes_the_curve(hint_model, tmp_path):
 
 
 def test_hints_in_photo_coordinates_land_where_they_were_put(hint_model):
-  """A hint given in the pixels of a 300 x 180 photo changes the colors there, toward its own,
-  and much less elsewhere; the photo's own lightness is kept everywhere. (How closely a trained
-  model follows a hint: the shipped model's test.)"""
+  """A hint given in the pixels of a 300 x 180 photo takes its color where it was put (mean ab
+  error <= 5 in the hinted patch), changes the colors most there and far less in a distant part
+  of the photo; the photo's own lightness is kept everywhere."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   colorizer = colorjax.load(hint_model)
   photo = np.asarray(Image.fromarray(colorjax_photo()).resize((300, 180)))
-  target = np.array([30.0, 30.0])
+  target = np.array([-20.0, 10.0])  # a green that sRGB holds at the patch's dark pixels too (L 20)
   given = [hints.Hint(x=200, y=60, ab=tuple(target), radius=14)]
   plain = colorjax.colorize_image(colorizer, photo)
   hinted = colorjax.colorize_image(colorizer, photo, hints=given)
@@ -90,9 +90,8 @@ def test_hints_in_photo_coordinates_land_where_they_were_put(hint_model):
   assert change[patch].mean() > 3 * change[far].mean(), (change[patch].mean(), change[far].mean())
   row, col = np.unravel_index(np.argmax(change), change.shape)
   assert abs(row - 60) < 25 and abs(col - 200) < 40  # the largest change is at the hint
-  before = np.linalg.norm(ab(plain)[patch].reshape(-1, 2).mean(0) - target)
   after = np.linalg.norm(ab(hinted)[patch].reshape(-1, 2).mean(0) - target)
-  assert after < before - 3, (before, after)  # toward the hint (this small model: part way)
+  assert after <= 5, after
   np.testing.assert_allclose(fullsize.lightness(hinted), fullsize.lightness(photo), atol=1.0)
 
 

@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 import skimage.transform
 
-from colorjax import decoding, lab, models, quantize
+from colorjax import decoding, inference, lab, models, quantize
 
 pytest.importorskip('jax2onnx')
 pytest.importorskip('onnx')
@@ -162,8 +162,9 @@ def test_hint_model_exports_its_hint_inputs(name, loss, photos_L, tmp_path):
   # GroupNorm's reductions run in another order in ONNX Runtime: a few thousandths of an ab unit
   # in the U-Net's annealed mean (of values up to 110).
   atol = 1e-3 if name == 'seed' else 1e-2
-  for given in (hints, None):  # with hints, and the automatic path (zeros)
-    want = decoding.decode(config, model.apply(variables, photos_L, given))
+  colorizer = inference.Colorizer(params=variables, config=config)
+  for given in (hints, None):  # with hints (spread as colorize spreads them), and without
+    want = inference.colorize(colorizer, photos_L, given)
     np.testing.assert_allclose(run(photos_L, given), want, atol=atol)
   assert not np.allclose(run(photos_L, hints), run(photos_L))
   with pytest.raises(ValueError, match='hints must be'):
@@ -182,7 +183,7 @@ def test_effnet_unet_exports_and_matches_jax(photos_L, tmp_path):
   )
   hints = _hints(photos_L, seed=1)
   path = onnx_export.export_onnx(config, variables, tmp_path / 'effnet.onnx', image_size=SIZE)
-  want = decoding.decode(config, model.apply(variables, photos_L, hints))
+  want = inference.colorize(inference.Colorizer(params=variables, config=config), photos_L, hints)
   run = cpu_runtime_lib.cpu_runtime(path, backend='onnxruntime')
   # 22 layers deep in float32: within 2e-3 ab units (1.5e-5 of the tanh output's scale).
   np.testing.assert_allclose(run(photos_L, hints), want, atol=5e-3)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from colorjax import decoding, fullsize, image_io, inference
+from colorjax import decoding, fullsize, image_io, inference, propagation
 from colorjax import hints as hints_lib
 from colorjax import suggest as suggest_lib
 
@@ -90,7 +90,9 @@ class Photo:
   model_L: np.ndarray  # (S, S) float32, the network's input
   preview: np.ndarray  # uint8, longest side <= Limits.preview_side
   original_jpeg: bytes  # the preview of the photo itself, for the page's "before"
-  cache: tuple | None = None  # (hints key, ab (S, S, 2) at chroma gain 1) of the last request
+  # (hints key, ab (S, S, 2) at chroma gain 1, the hints at the network's size or None) of the
+  # last request
+  cache: tuple | None = None
 
   @property
   def height(self):
@@ -312,11 +314,12 @@ class Engine:
     return value
 
   def small_ab(self, photo, hints):
-    """The network's ab (S, S, 2) at chroma gain 1 for these hints (cached per photo)."""
+    """(the network's ab (S, S, 2) at chroma gain 1 for these hints, the hints rasterized at
+    the network's size or None), cached per photo."""
     key = repr([dataclasses.astuple(h) for h in hints])
     cached = photo.cache
     if cached is not None and cached[0] == key:
-      return cached[1]
+      return cached[1:]
     size = self.config.image_size
     given = None
     if self.config.hints:
@@ -331,15 +334,18 @@ class Engine:
         ab = np.asarray(self._predict(photo.model_L[None], given)[0], np.float32)
     except Exception as e:  # pylint: disable=broad-except  (any runtime failure, said in one line)
       raise StudioError(500, f'The model failed: {one_line(e)}.') from None
-    photo.cache = (key, ab)
-    return ab
+    photo.cache = (key, ab, given if hints else None)
+    return photo.cache[1:]
 
   def _ab(self, photo, hints, vividness):
-    ab = self.small_ab(photo, hints)
+    ab, given = self.small_ab(photo, hints)
     if not self.classification:
       return ab
     gain = self.config.chroma_gain * vividness
-    return np.asarray(decoding.stretch_chroma(jnp.asarray(ab)[None], gain)[0])
+    ab = decoding.stretch_chroma(jnp.asarray(ab)[None], gain)
+    if given is not None:  # the stretch moved the hinted colors: spread the hints again
+      ab = propagation.spread_jit(photo.model_L[None, ..., None], ab, *given)
+    return np.asarray(ab[0])
 
   def preview(self, photo, hints, vividness=1.0):
     """The colorized preview as JPEG bytes."""
