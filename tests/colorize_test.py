@@ -350,7 +350,7 @@ def test_hints_json_for_one_photo_and_sidecars(tmp_path):
     np.asarray(Image.open(tmp_path / 'a' / 'coffee.png')),
     np.asarray(Image.open(tmp_path / 'b' / 'coffee.png')),
   )
-  for text, message in [
+  cases = [
     (
       '{"hints": [{"x": 100, "y": 5, "color": "#c0392b"}]}',
       'hint 0 at (x=100, y=5) is outside the 50x40 photo',
@@ -359,18 +359,21 @@ def test_hints_json_for_one_photo_and_sidecars(tmp_path):
     ('{"hints": [{"x": 1, "y": 5, "colour": "#c0392b"}]}', 'colour'),
     ('{"hints": [{"x": 1, "y": 5, "ab": [300, 0]}]}', "field 'ab' must lie in"),
     ('{"hints": [', 'line 1'),
-  ]:
-    bad = tmp_path / 'bad.json'
+  ]
+  # The command line says the first as one line; each is the ValueError that colorize_files
+  # raises and launch.colorize prints (in-process: a command start each costs seconds).
+  bad = tmp_path / 'bad.json'
+  bad.write_text(cases[0][0])
+  args = (f'--input={photos / "coffee.png"}', f'--output_dir={tmp_path / "c"}', f'--hints={bad}')
+  line = _one_line(_run(*common, *args))
+  assert cases[0][1] in line, line
+  for i, (text, message) in enumerate(cases):
     bad.write_text(text)
-    line = _one_line(
-      _run(
-        *common,
-        f'--input={photos / "coffee.png"}',
-        f'--output_dir={tmp_path / "c"}',
-        f'--hints={bad}',
+    with pytest.raises(ValueError) as e:
+      colorize_files.colorize_files(
+        model, str(photos / 'coffee.png'), tmp_path / f'c{i}', hints=str(bad), backend='jax'
       )
-    )
-    assert message in line, line
+    assert message in str(e.value), str(e.value)
   line = _one_line(
     _run(*common, f'--input={photos}', f'--output_dir={tmp_path / "c"}', f'--hints={good}')
   )

@@ -68,7 +68,10 @@ def test_fast_depthwise_is_the_grouped_convolution(stride, kernel, size):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize('loss', ['mse', 'classification'])
+# The shipped loss. The MSE head's train step is the one every model shares (train_step_test);
+# the effnet_unet's MSE forward is checked against ONNX (onnx_export_test) and in shape
+# (models_test).
+@pytest.mark.parametrize('loss', ['classification'])
 def test_a_few_steps_lower_the_loss(loss):
   config = models.ModelConfig(name='effnet_unet', loss=loss, image_size=SIZE, hints=True)
   model = models.create_model(config)

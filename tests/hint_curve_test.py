@@ -12,7 +12,7 @@ from colorjax import evaluation, fullsize, hint_curve, hints, lab, records
 
 @pytest.fixture(scope='module')
 def hint_model(tmp_path_factory):
-  return train_hint_model(tmp_path_factory.mktemp('hint_model'), loss='mse', steps=250)
+  return train_hint_model(tmp_path_factory.mktemp('hint_model'), loss='mse', steps=80)
 
 
 @pytest.fixture(scope='module')

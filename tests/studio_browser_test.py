@@ -199,8 +199,13 @@ def test_a_red_hint_makes_the_full_size_download_redder_there(browser, server, d
   wait(browser, lambda d: d.find_element('id', 'popover').is_displayed(), 'the hint popover')
   set_hint_color(browser, '#ff0000')
   wait(browser, lambda d: version(d) > before, 'the preview with the hint')
-  marker = browser.find_element('css selector', '#markers .marker')
-  hx, hy = float(marker.get_attribute('data-x')), float(marker.get_attribute('data-y'))
+  # Read in one script: the page redraws its markers with each preview (a found element can go
+  # stale between two reads).
+  read = (
+    "const m = document.querySelector('#markers .marker'); return m && [m.dataset.x, m.dataset.y]"
+  )
+  wait(browser, lambda d: d.execute_script(read), 'the hint marker')
+  hx, hy = (float(v) for v in browser.execute_script(read))
   assert abs(hx - x) <= 2 and abs(hy - y) <= 2, (hx, hy)
   wait(browser, lambda d: d.execute_script(
     "return document.querySelector('#markers .marker').style.background"
