@@ -1,7 +1,8 @@
 """The quality experiment: every model family trained alike and scored on the same val photos.
 
 python -m bench.quality --data_dir=../shared/data --workdir=W [--steps=N] [--image_size=128]
-    [--models=seed,vivid,effnet,effnet_none,effnet_hints] [--hint_points=0,1,2,5,10,20,50,100]
+    [--models=seed,vivid,effnet,effnet_none,effnet_hints,vivid_hints]
+    [--hint_points=0,1,2,5,10,20,50,100]
 
 Builds records from coco/train2017 + photos/ (train, less the held-out photos/imagenet_det) and
 coco/val2017 (val) under W/records, trains each of --models (RUNS: its checked-in flagfile) for
@@ -39,8 +40,11 @@ RUNS = {
   'effnet': ('effnet.flags', ()),
   'effnet_none': ('effnet.flags', ('--encoder_init=none',)),
   'effnet_hints': ('effnet_hints.flags', ()),
+  'vivid_hints': ('vivid.flags', ('--hints=true',)),  # the U-Net with hints (quicker to build)
 }
-CLASSIFICATION_RUNS = ('vivid', 'effnet', 'effnet_none', 'effnet_hints')
+# Each hint-taking run and the same architecture without hints, for the 0-hint comparison.
+HINT_RUNS = {'effnet_hints': 'effnet', 'vivid_hints': 'vivid'}
+CLASSIFICATION_RUNS = ('vivid', 'effnet', 'effnet_none', 'effnet_hints', 'vivid_hints')
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '../shared/data', 'the shared photo folder')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where records, runs and the evaluation go')
@@ -256,17 +260,18 @@ def vivid_targets(seed, vivid):
   ]  # fmt: skip
 
 
-def hint_targets(points, automatic=None):
+def hint_targets(points, automatic=None, name='effnet_hints'):
   """The hint issue's targets from a hint model's curve ({count: metrics}) and, when trained,
   the same architecture without hints (its metrics)."""
   zero = points[0]
   rows = []
   if automatic is not None:
+    plain = HINT_RUNS[name]
     cost = automatic['psnr'] - zero['psnr']
-    rows.append((f'effnet_hints at 0 hints loses <= {MAX_HINT_COST_PSNR} dB PSNR to effnet', cost,
+    rows.append((f'{name} at 0 hints loses <= {MAX_HINT_COST_PSNR} dB PSNR to {plain}', cost,
                  cost <= MAX_HINT_COST_PSNR))  # fmt: skip
     cost = automatic['auc'] - zero['auc']
-    rows.append((f'effnet_hints at 0 hints loses <= {MAX_HINT_COST_AUC:g} AuC point to effnet',
+    rows.append((f'{name} at 0 hints loses <= {MAX_HINT_COST_AUC:g} AuC point to {plain}',
                  cost, cost <= MAX_HINT_COST_AUC))  # fmt: skip
   for count, gain in HINT_GAINS.items():
     if count in points:
@@ -346,7 +351,7 @@ def main(argv):
   eval_dir = workdir / 'eval'
   if eval_dir.exists():
     shutil.rmtree(eval_dir)
-  hint_models = [m for m in models if RUNS[m][0] == 'effnet_hints.flags']
+  hint_models = [m for m in models if m in HINT_RUNS]
   subprocess.run(
     [
       sys.executable,
@@ -380,7 +385,7 @@ def main(argv):
   for name in hint_models:
     points = {int(k): v for k, v in metrics['hint_curve'][str(workdir / name)].items()}
 
-    targets += hint_targets(points, result.get('effnet'))
+    targets += hint_targets(points, result.get(HINT_RUNS[name]), name)
   doc = pathlib.Path(_DOC.value).resolve()
   trained_on = device_description()
   doc.parent.mkdir(parents=True, exist_ok=True)
@@ -392,6 +397,10 @@ def main(argv):
     shutil.copyfile(eval_dir / 'hint_curve.png', doc.parent / HINT_CURVE_NAME)
     hint_figure(workdir / hint_models[0], val_dir, size, doc.parent / HINT_FIGURE_NAME)
     hint_text = f"""## Hints
+
+The curve is what `colorize` returns: the network's answer to its hint inputs with each hint's
+correction spread over the pixels alike (colorjax/propagation.py). The network alone, and the
+decodings that beat the all-gray output: `bench.shipped_quality` (docs/shipped_quality.md).
 
 ![hint curve]({HINT_CURVE_NAME})
 

@@ -1,4 +1,5 @@
-"""Training images/s of the seed model (float32, bfloat16; 128 and 256 px) and of the loader.
+"""Training images/s of the seed model and the shipped model's network (float32, bfloat16; 128
+and 256 px) and of the loader.
 
 python3 -m bench.train                       # batch 8, as in the report's comparison
 python3 -m bench.train --sizes=128 --steps=3 # quicker (--batch_size: the loader's batch)
@@ -11,10 +12,13 @@ import numpy as np
 from absl import app, flags
 
 from bench import pipeline, report
-from colorjax import augment, convs, host_memory, models, parallel, train_step
+from colorjax import augment, convs, host_memory, models, parallel, quantize, train_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('sizes', ['128', '256'], 'Image sizes to time.')
+flags.DEFINE_list(
+  'models', ['seed'], "'seed' (the report's network) and/or 'effnet_hints' (the shipped recipe)"
+)
 flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Computation dtypes to time.')
 flags.DEFINE_integer('train_batch', 8, 'Global batch size of the timed train steps.')
 flags.DEFINE_integer('steps', 5, 'Timed train steps per row (after one compile step).')
@@ -33,13 +37,20 @@ REFERENCES = (
 )
 
 
-def train_rate(size, dtype, batch_size, steps, mode, band=convs.KERNEL_GRAD_BAND):
-  """Images/s of the jitted train step (dequantize, augment, forward, backward, Adam); band:
-  the kernel gradient's band (conv='matmul', the CPU default)."""
-  config = models.ModelConfig(image_size=size, dtype=dtype)
+# The shipped model's network and loss (launch/configs/effnet_hints.flags), with uniform
+# rebalancing weights (their values do not change the step's cost).
+EFFNET_HINTS = dict(name='effnet_unet', loss='classification', hints=True)
+
+
+def train_rate(size, dtype, batch_size, steps, mode, band=convs.KERNEL_GRAD_BAND, name='seed'):
+  """Images/s of the jitted train step (dequantize, augment, [sample hints,] forward, backward,
+  Adam); band: the kernel gradient's band (conv='matmul', the CPU default)."""
+  fields = EFFNET_HINTS if name == 'effnet_hints' else {}
+  config = models.ModelConfig(image_size=size, dtype=dtype, **fields)
   model = models.create_model(config, kernel_grad_band=band)
   tx = train_step.make_optimizer(1e-3)
-  step_fn, _, _ = train_step.bind(model, tx, config, augment.AugmentConfig())
+  weights = np.ones(quantize.NUM_BINS, np.float32) if config.loss == 'classification' else None
+  step_fn, _, _ = train_step.bind(model, tx, config, augment.AugmentConfig(), weights)
   runner = parallel.make_runner(mode, step_fn, batch_size)
   state = jax.jit(lambda r: train_step.create_train_state(r, model, tx, size))(jax.random.key(0))
   state = runner.put_state(state)
@@ -65,24 +76,30 @@ def main(argv):
   del argv
   host_memory.retain_freed_memory()  # as `python -m launch.train` runs
   rows = []
-  for size in map(int, FLAGS.sizes):
-    base = None
-    variants = [(d, convs.KERNEL_GRAD_BAND) for d in FLAGS.dtypes]
-    variants += [('float32', 0)] if FLAGS.unbanded else []
-    for dtype, band in variants:
-      rate, loss = train_rate(size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel, band)
-      base = base or rate
-      rows.append(
-        [
-          f'train step, seed net, {size} px',
-          dtype + ('' if band else ', kernel gradient unbanded'),
-          FLAGS.train_batch,
-          rate,
-          f'{rate / base:.2f}x',
-          f'{loss:.4f}',
-        ]
-      )
-      print(rows[-1])
+  unknown = set(FLAGS.models) - {'seed', 'effnet_hints'}
+  if unknown:
+    raise app.UsageError(f'unknown --models {sorted(unknown)}')
+  for name in FLAGS.models:
+    for size in map(int, FLAGS.sizes):
+      base = None
+      variants = [(d, convs.KERNEL_GRAD_BAND) for d in FLAGS.dtypes]
+      variants += [('float32', 0)] if FLAGS.unbanded and name == 'seed' else []
+      for dtype, band in variants:
+        rate, loss = train_rate(
+          size, dtype, FLAGS.train_batch, FLAGS.steps, FLAGS.parallel, band, name
+        )
+        base = base or rate
+        rows.append(
+          [
+            f'train step, {"seed net" if name == "seed" else "effnet_unet with hints"}, {size} px',
+            dtype + ('' if band else ', kernel gradient unbanded'),
+            FLAGS.train_batch,
+            rate,
+            f'{rate / base:.2f}x',
+            f'{loss:.4f}',
+          ]
+        )
+        print(rows[-1])
   data_dir = pipeline.synthesize(FLAGS.work_dir, FLAGS.jpeg_dir, FLAGS.num_images, 'val')
   loader = pipeline.loader_rate(data_dir, 'val', FLAGS.batch_size, 0, FLAGS.loader_seconds)
   rows.append(
@@ -108,8 +125,8 @@ def main(argv):
     'train',
     'python3 -m bench.train '
     + ' '.join(
-      f'--{k}={FLAGS[k].value}'
-      for k in ('sizes', 'dtypes', 'train_batch', 'steps', 'parallel', 'batch_size')
+      f'--{k}={",".join(v) if isinstance(v := FLAGS[k].value, list) else v}'
+      for k in ('models', 'sizes', 'dtypes', 'train_batch', 'steps', 'parallel', 'batch_size')
       if FLAGS[k].present
     ),
     body,

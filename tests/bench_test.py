@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 from image_fixtures import jpeg, pattern
 from PIL import Image
 
@@ -36,7 +37,7 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
     '--batch_size=4',
     '--temperatures=0.1,0.38',
     '--prior_corrections=-0.3,0.05',
-    '--models=seed,vivid,effnet_hints',
+    '--models=seed,vivid,vivid_hints',  # vivid_hints: the quickest hint model to build
     '--hint_points=0,1,5',
     f'--doc={doc}',
   ]
@@ -81,7 +82,8 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   figure = doc.parent / 'quality_figure.png'
   assert Image.open(figure).size[0] > 64 * 3  # Original | Grayscale | seed | vivid | ...
   # The hint model's curve at each count, its targets judged, and its figures.
-  assert re.search(r'^\| effnet_hints \| 5 \| [0-9.]+ \|', text, re.M), text
+  assert re.search(r'^\| vivid_hints \| 5 \| [0-9.]+ \|', text, re.M), text
+  assert re.search(r'^\| vivid_hints at 0 hints loses <= 0.2 dB PSNR to vivid \|', text, re.M), text
   assert re.findall(r'^\| gain at (1|5) hints >= .* \| (yes|no) \|$', text, re.M), text
   assert Image.open(doc.parent / 'quality_hints.png').size[0] == 4 * 64 * 2
   assert (doc.parent / 'quality_hint_curve.png').is_file()
@@ -137,3 +139,35 @@ def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
   verdict = f'| {device} | {best:.0f} | {best / 3000:.2f}x | {pipeline:.3f} | '
   verdict += 'yes |' if pipeline >= 0.95 else 'no |'
   assert verdict in section and result.strip() in section and section.endswith('smoke'), section
+
+
+def test_shipped_quality_writes_both_trade_offs(tmp_path):
+  """bench.shipped_quality on a small hint-taking classification model and 3 photos: the
+  decoding sweep against gray, the hint curve with and without spreading, the figures."""
+  from studio_fixtures import HINT_MODEL, write_random_model  # pylint: disable=g-import-not-at-top
+
+  rs = np.random.RandomState(0)  # the rebalancing weights that training writes (prior correction)
+  log_w = tuple(float(w) for w in rs.uniform(-1, 1, 268))
+  write_random_model(tmp_path / 'model', image_size=32, bin_log_weights=log_w, **HINT_MODEL)
+  _photos(tmp_path / 'val', 3, 300)
+  doc = tmp_path / 'docs' / 'shipped.md'
+  cmd = [
+    sys.executable, '-m', 'bench.shipped_quality', f'--checkpoint={tmp_path / "model"}',
+    f'--val_dir={tmp_path / "val"}', '--sweep_temperatures=0.38,1', '--sweep_corrections=-1,0',
+    '--curve_points=0,1,5', f'--report={doc}', f'--bw_dir={tmp_path / "val"}',
+  ]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = doc.read_text()
+  sweep = re.findall(r'^\| (0.38|1) \| (-1|0) \| 1 \| [0-9.]+ \| [0-9.]+ \| .* \| (yes|no) \|$',
+                     text, re.M)  # fmt: skip
+  assert len(sweep) == 4, text
+  assert re.search(r'^\| .* \| (yes|no) \(model.json\) \|$', text, re.M), text
+  curve = re.findall(
+    r'^\| (0|1|5) \| [0-9.]+ \| [-+][0-9.]+ \| [0-9.]+ \| [-+][0-9.]+ \|', text, re.M
+  )
+  assert curve == ['0', '1', '5'], text
+  assert '0300.jpg, 0301.jpg, 0302.jpg of the folder' in text, text
+  for name in ('shipped_tradeoff.png', 'shipped_decodings.png', 'shipped_hint_curve.png',
+               'shipped_hints.png', 'shipped_bw.png'):  # fmt: skip
+    assert Image.open(doc.parent / name).size[0] > 32, name
