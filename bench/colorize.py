@@ -97,13 +97,13 @@ def main(argv):
       )
       precision_256 = colorize_files.CPU_DEFAULT_PRECISION[colorizer.config.name]
       run256 = cpu_runtime.cpu_runtime(path, 'openvino', precision_256)
-      Lab256 = lab.rgb8_to_lab(photo(_PHOTO.value, 256, 256))[None]
+      photo256 = photo(_PHOTO.value, 256, 256)
+      Lab256 = lab.rgb8_to_lab(photo256)[None]
       given = hint_curve.eval_hints(Lab256[..., 1:], 10)
       L256 = np.ascontiguousarray(Lab256[..., :1])
       label = f'cpu_runtime, 1 x 256x256, 10 hints spread, openvino {precision_256} (< 100 ms)'
       # The same photo with 10 points as a person gives them, the network at its own size.
       rs = np.random.RandomState(0)
-      photo256 = photo(_PHOTO.value, 256, 256)
       drawn = rs.uniform((20, 20, -40, -40), (236, 236, 40, 40), (10, 4))
       points = [hints_lib.Hint(x=float(x), y=float(y), ab=(float(a), float(b)), radius=3)
                 for x, y, a, b in drawn]  # fmt: skip

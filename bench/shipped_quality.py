@@ -40,16 +40,6 @@ _DOC = flags.DEFINE_string('report', str(ROOT / 'docs' / 'shipped_quality.md'), 
 TARGET_GAINS = {1: 0.94, 5: 2.96, 10: 3.99}  # ideepcolor's published gains (the issue's targets)
 
 
-def gray_scores(images):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from colorjax import calibration  # pylint: disable=g-import-not-at-top
-
-  L = np.stack([x for _, x, _ in images])
-  score = calibration.scorer([i for i, _, _ in images], L, np.stack([x for _, _, x in images]))
-  return score(np.zeros(L.shape + (2,), np.float32))
-
-
 def above_gray(rows, gray):
   """The rows that beat the all-gray output on both PSNR and AuC, most colorful first."""
   good = [r for r in rows if r['psnr'] > gray['psnr'] and r['auc'] > gray['auc']]
@@ -135,8 +125,6 @@ def main(argv):
   del argv
   if not _VAL_DIR.value:
     raise app.UsageError('--val_dir is required')
-  import dataclasses  # pylint: disable=g-import-not-at-top
-
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from colorjax import calibration, evaluation, hint_curve, inference  # pylint: disable=g-import-not-at-top
@@ -148,19 +136,15 @@ def main(argv):
   size = config.image_size
   val_dir = pathlib.Path(_VAL_DIR.value)
   images = evaluation.load_eval_images(val_dir, size, max_images=_MAX_IMAGES.value)
-  gray = gray_scores(images)
+  L = np.stack([x for _, x, _ in images])
+  ab = np.stack([x for _, _, x in images])
+  score = calibration.scorer([i for i, _, _ in images], L, ab)
+  gray = score(np.zeros_like(ab))
   knobs = ('temperature', 'prior_correction', 'chroma_gain')
   own_knobs = {k: getattr(config, k) for k in knobs}
   rows = calibration.sweep(colorizer, images, _TEMPERATURES.value, _CORRECTIONS.value)
-  own = calibration.sweep(
-    colorizer.replace(config=dataclasses.replace(config, chroma_gain=1.0)),
-    images, [config.temperature], [config.prior_correction],
-  )[0]  # fmt: skip
-  if config.chroma_gain != 1:  # sweep decodes at gain 1; score the model's own gain directly
-    pred = inference.batch_predictor(colorizer, 16)(np.stack([x for _, x, _ in images]))
-    own = {**own_knobs, **calibration.scorer(
-      [i for i, _, _ in images], np.stack([x for _, x, _ in images]),
-      np.stack([x for _, _, x in images]))(pred)}  # fmt: skip
+  # The sweep decodes at chroma gain 1: the model's own decoding (any gain) is scored directly.
+  own = {**own_knobs, **score(inference.batch_predictor(colorizer, 16)(L))}
   good = above_gray(rows, gray)
   tradeoff_plot(rows, own, gray, doc.parent / 'shipped_tradeoff.png')
   decodings = {'model.json decoding': own_knobs}
@@ -173,8 +157,6 @@ def main(argv):
       colorizer, _BW_DIR.value, decodings, doc.parent / 'shipped_bw.png', _BW_PHOTOS.value
     )
 
-  L = np.stack([x for _, x, _ in images])
-  ab = np.stack([x for _, _, x in images])
   counts = sorted({int(c) for c in _HINT_POINTS.value} | {0})
   curves = {
     'spread': hint_curve.curve(colorizer, L, ab, counts),

@@ -77,7 +77,7 @@ def resolve_backend(backend, precision, model_name='seed'):
   return backend, precision
 
 
-def _jax_predictor(colorizer, precision, batch_size):
+def _jax_predictor(colorizer, precision, batch_size, spread_hints=True):
   """(L (B, S, S), hints) -> ab (B, S, S, 2) with JAX, padded to batch_size (one compile)."""
   if precision == 'int8':
     raise ValueError("precision='int8' needs an ONNX backend (onnxruntime or openvino)")
@@ -85,10 +85,12 @@ def _jax_predictor(colorizer, precision, batch_size):
     raise ValueError('an ONNX checkpoint runs on an ONNX backend (onnxruntime or openvino)')
   if precision == 'bf16':
     colorizer = colorizer.replace(config=dataclasses.replace(colorizer.config, dtype='bfloat16'))
-  return inference.batch_predictor(colorizer, batch_size)
+  return inference.batch_predictor(colorizer, batch_size, spread_hints)
 
 
-def _onnx_predictor(colorizer, backend, precision, onnx_path, given_onnx=None, gain=1.0):
+def _onnx_predictor(
+  colorizer, backend, precision, onnx_path, given_onnx=None, gain=1.0, spread_hints=True
+):
   """(L (B, S, S), hints) -> ab (B, S, S, 2) with an ONNX CPU runtime: the given file, or the
   colorizer exported to onnx_path (int8: calibrated on cpu_runtime's fixed set), its ab
   stretched by `gain` (a bundled file, inference.BUNDLED_ONNX, is decoded at chroma gain 1)."""
@@ -98,7 +100,9 @@ def _onnx_predictor(colorizer, backend, precision, onnx_path, given_onnx=None, g
     given_onnx = onnx_export.export_onnx(
       colorizer.config, colorizer.params['params'], onnx_path, colorizer.config.image_size
     )
-  run = cpu_runtime.cpu_runtime(given_onnx, backend, precision, chroma_gain=gain)
+  run = cpu_runtime.cpu_runtime(
+    given_onnx, backend, precision, chroma_gain=gain, spread_hints=spread_hints
+  )
   return lambda L_BxSxS, hints=None: run(np.asarray(L_BxSxS, np.float32)[..., None], hints)
 
 
@@ -118,10 +122,12 @@ def _fits(colorizer, metadata):
   )
 
 
-def make_predictor(colorizer, backend, precision, batch_size, tmp_dir, given_onnx=None):
+def make_predictor(
+  colorizer, backend, precision, batch_size, tmp_dir, given_onnx=None, spread_hints=True
+):
   """(predict function, 'backend precision') resolved; 'auto' falls back to JAX if export fails.
   given_onnx: an exported file to run instead of exporting the colorizer (ONNX backends only;
-  an int8 file runs at int8)."""
+  an int8 file runs at int8). spread_hints: as colorize's."""
   auto, gain = backend == 'auto', 1.0
   if given_onnx is not None:
     from colorjax import onnx_export  # pylint: disable=g-import-not-at-top
@@ -145,7 +151,13 @@ def make_predictor(colorizer, backend, precision, batch_size, tmp_dir, given_onn
   if backend != 'jax':
     try:
       predict = _onnx_predictor(
-        colorizer, backend, precision, pathlib.Path(tmp_dir) / 'model.onnx', given_onnx, gain
+        colorizer,
+        backend,
+        precision,
+        pathlib.Path(tmp_dir) / 'model.onnx',
+        given_onnx,
+        gain,
+        spread_hints,
       )
       logging.info('colorizing with %s %s', backend, precision)
       return predict, f'{backend} {precision}'
@@ -155,7 +167,7 @@ def make_predictor(colorizer, backend, precision, batch_size, tmp_dir, given_onn
       logging.warning('ONNX export or %s failed (%s: %s); using JAX', backend, type(e).__name__, e)
       backend, precision = 'jax', 'fp32'
   logging.info('colorizing with jax %s', precision)
-  return _jax_predictor(colorizer, precision, batch_size), f'jax {precision}'
+  return _jax_predictor(colorizer, precision, batch_size, spread_hints), f'jax {precision}'
 
 
 def load_checkpoint(checkpoint, step=None):

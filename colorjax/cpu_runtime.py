@@ -155,6 +155,7 @@ def cpu_runtime(
   num_threads=None,
   calibration=None,
   chroma_gain=1.0,
+  spread_hints=True,
 ):
   """A CPU colorize function for an exported model (same contract as colorjax colorize).
 
@@ -169,12 +170,13 @@ def cpu_runtime(
       (calibration_inputs), so colors never depend on the photos colorized.
     chroma_gain: stretches the file's ab as colorjax.decoding.stretch_chroma does (an exported
       file is decoded at chroma gain 1), before the hints are spread.
+    spread_hints: as colorize's: False returns the network's own answer to the hints.
 
   Returns:
     A function from L (B, H, W, 1) float32 in [0, 100], any B, and for a hint-taking model
     optional hints (hint_ab (B, H, W, 2), mask (B, H, W, 1); None: none), to ab (B, H, W, 2)
     float32 in Lab units, where H and W are the exported image size. Given hints are spread
-    over the image as colorize spreads them (colorjax.propagation).
+    over the image as colorize spreads them (colorjax.propagation), unless spread_hints is False.
   """
   if backend not in BACKENDS:
     raise ValueError(f'unknown backend {backend!r}; choose from {BACKENDS}')
@@ -216,8 +218,6 @@ def cpu_runtime(
       run = _onnxruntime_fn(model_path, num_threads)
 
   def stretched(ab):
-    if chroma_gain == 1:
-      return ab
     return np.asarray(decoding.stretch_chroma(ab, chroma_gain), np.float32)
 
   def colorize_cpu(L_BxHxWx1, hints=None):
@@ -226,14 +226,16 @@ def cpu_runtime(
       if hints is not None:
         raise ValueError('this model was exported without hint inputs; it takes none')
       return stretched(run([L_BxHxWx1]))
-    if hints is None:
+    given = hints is not None
+    if not given:
       shape = L_BxHxWx1.shape
-      return stretched(run([L_BxHxWx1, np.zeros(shape[:-1] + (2,), np.float32),
-                            np.zeros(shape, np.float32)]))  # fmt: skip
+      hints = (np.zeros(shape[:-1] + (2,), np.float32), np.zeros(shape, np.float32))
     hint_ab, mask = (np.ascontiguousarray(h, np.float32) for h in hints)
     if hint_ab.shape != L_BxHxWx1.shape[:-1] + (2,) or mask.shape != L_BxHxWx1.shape:
       raise ValueError(f"hints must be ab and mask at L's size {L_BxHxWx1.shape[1:3]}")
     ab = stretched(run([L_BxHxWx1, hint_ab, mask]))
+    if not (given and spread_hints):
+      return ab
     return np.asarray(propagation.spread_jit(L_BxHxWx1, ab, hint_ab, mask), np.float32)
 
   return colorize_cpu

@@ -48,8 +48,9 @@ def spread(L_BxHxWx1, ab_BxHxWx2, hint_ab_BxHxWx2, mask_BxHxWx1):
   B, H, W, _ = ab.shape
   cell = -(-max(H, W) // GRID)
   Hp, Wp = -(-H // cell) * cell, -(-W // cell) * cell
-  y, x = jnp.meshgrid(jnp.arange(H) + 0.5, jnp.arange(W) + 0.5, indexing='ij')
-  yx = jnp.broadcast_to(jnp.stack([y, x], -1), (B, H, W, 2))
+  rows_H, cols_W = jnp.arange(H) + 0.5, jnp.arange(W) + 0.5  # pixel centers
+  yx = jnp.stack(jnp.meshgrid(rows_H, cols_W, indexing='ij'), -1)
+  yx = jnp.broadcast_to(yx, (B, H, W, 2))
   # Per cell, sums over its hinted pixels of: 1, the residual, L, the network's ab, position.
   sums = jnp.concatenate([mask, hint_ab - ab, L, ab, yx], -1) * mask
   sums = jnp.pad(sums, ((0, 0), (0, Hp - H), (0, Wp - W), (0, 0)))
@@ -66,8 +67,8 @@ def spread(L_BxHxWx1, ab_BxHxWx2, hint_ab_BxHxWx2, mask_BxHxWx1):
   # into rows and columns, so only lightness and color cost a term per pixel and cell.
   sigma = SPATIAL * max(H, W)
   gauss = lambda d, s: jnp.exp(-0.5 * (d / s) ** 2)
-  rows = gauss(y[:, :1][None] - yx_BxKx2[:, None, :, 0], sigma)  # (B, H, K)
-  cols = gauss(x[:1, :].T[None] - yx_BxKx2[:, None, :, 1], sigma)  # (B, W, K)
+  rows = gauss(rows_H[None, :, None] - yx_BxKx2[:, None, :, 0], sigma)  # (B, H, K)
+  cols = gauss(cols_W[None, :, None] - yx_BxKx2[:, None, :, 1], sigma)  # (B, W, K)
   alike = (
     ((L - L_BxK[:, None, None]) / LIGHTNESS) ** 2
     + ((ab[..., :1] - ab_BxKx2[:, None, None, :, 0]) / CHROMA) ** 2

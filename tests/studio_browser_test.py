@@ -107,14 +107,29 @@ def browser(server, downloads):
 
 
 def wait(driver, condition, what, timeout=TIMEOUT):
+  from selenium.common.exceptions import StaleElementReferenceException  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
 
+  # A condition finds its elements afresh each poll; one the page redrew meanwhile is retried.
+  ignored = (StaleElementReferenceException,)
   try:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    return WebDriverWait(driver, timeout, 0.1, ignored).until(lambda d: condition(d))
   except Exception:
     error = driver.find_element('id', 'error')
     shown = error.text if error.is_displayed() else '(no error shown)'
     raise AssertionError(f'timed out waiting for {what}; the page says: {shown}') from None
+
+
+# The page redraws its markers with each preview: read one in a single script, not through a
+# found element that can go stale between two reads.
+_MARKER_XY = (
+  "const m = document.querySelector('#markers .marker'); return m && [m.dataset.x, m.dataset.y]"
+)
+
+
+def marker_xy(driver):
+  """(x, y) in photo pixels of the first hint marker, once the page shows one."""
+  return tuple(float(v) for v in wait(driver, lambda d: d.execute_script(_MARKER_XY), 'a marker'))
 
 
 def by_id(driver, name):
@@ -199,13 +214,7 @@ def test_a_red_hint_makes_the_full_size_download_redder_there(browser, server, d
   wait(browser, lambda d: d.find_element('id', 'popover').is_displayed(), 'the hint popover')
   set_hint_color(browser, '#ff0000')
   wait(browser, lambda d: version(d) > before, 'the preview with the hint')
-  # Read in one script: the page redraws its markers with each preview (a found element can go
-  # stale between two reads).
-  read = (
-    "const m = document.querySelector('#markers .marker'); return m && [m.dataset.x, m.dataset.y]"
-  )
-  wait(browser, lambda d: d.execute_script(read), 'the hint marker')
-  hx, hy = (float(v) for v in browser.execute_script(read))
+  hx, hy = marker_xy(browser)
   assert abs(hx - x) <= 2 and abs(hy - y) <= 2, (hx, hy)
   wait(browser, lambda d: d.execute_script(
     "return document.querySelector('#markers .marker').style.background"
@@ -274,12 +283,12 @@ def test_hints_move_delete_save_and_load_and_errors_show_on_the_page(
   wait(browser, lambda d: d.find_element('id', 'popover').is_displayed(), 'the hint popover')
   set_hint_color(browser, '#00ff00')
   by_id(browser, 'hint-done').click()
+  wait(browser, lambda d: not d.find_element('id', 'busy').is_displayed(), 'the preview')
   marker = browser.find_element('css selector', '#markers .marker')
   start = version(browser)
   ActionChains(browser).click_and_hold(marker).move_by_offset(60, 40).release().perform()
   wait(browser, lambda d: version(d) > start, 'the preview after the drag')
-  marker = browser.find_element('css selector', '#markers .marker')
-  moved = float(marker.get_attribute('data-x')), float(marker.get_attribute('data-y'))
+  moved = marker_xy(browser)
   assert moved[0] > 130 and moved[1] > 120, moved  # 60 x 40 screen pixels further
 
   by_id(browser, 'hint-done').click()

@@ -210,8 +210,8 @@ class Engine:
   def __init__(self, colorizer, predict=None, backend='jax fp32', limits=None):
     """Args:
     colorizer: a Colorizer with params (colorjax.load).
-    predict: (L (B, S, S), hints) -> ab (B, S, S, 2) at chroma gain 1 (see make_engine);
-      default: JAX.
+    predict: (L (B, S, S), hints) -> ab (B, S, S, 2) at chroma gain 1, hints not spread (the
+      engine spreads them after the vividness stretch; see make_engine); default: JAX.
     backend: what predict runs on, for the page.
     limits: a Limits.
     """
@@ -220,7 +220,7 @@ class Engine:
     self.limits = limits or Limits()
     self.backend = backend
     self.classification = self.config.loss == 'classification'
-    self._predict = predict or inference.batch_predictor(gain_one(colorizer), 1)
+    self._predict = predict or inference.batch_predictor(gain_one(colorizer), 1, False)
     self._model_lock = threading.Lock()
     self.store = PhotoStore(self.limits.max_photos, self.limits.max_stored_pixels)
 
@@ -314,8 +314,8 @@ class Engine:
     return value
 
   def small_ab(self, photo, hints):
-    """(the network's ab (S, S, 2) at chroma gain 1 for these hints, the hints rasterized at
-    the network's size or None), cached per photo."""
+    """(the network's ab (S, S, 2) at chroma gain 1 for these hints, not spread; the hints
+    rasterized at the network's size, or None), cached per photo."""
     key = repr([dataclasses.astuple(h) for h in hints])
     cached = photo.cache
     if cached is not None and cached[0] == key:
@@ -339,11 +339,10 @@ class Engine:
 
   def _ab(self, photo, hints, vividness):
     ab, given = self.small_ab(photo, hints)
-    if not self.classification:
-      return ab
-    gain = self.config.chroma_gain * vividness
-    ab = decoding.stretch_chroma(jnp.asarray(ab)[None], gain)
-    if given is not None:  # the stretch moved the hinted colors: spread the hints again
+    ab = jnp.asarray(ab)[None]
+    if self.classification:
+      ab = decoding.stretch_chroma(ab, self.config.chroma_gain * vividness)
+    if given is not None:  # spread last, as colorize does after its decoding
       ab = propagation.spread_jit(photo.model_L[None, ..., None], ab, *given)
     return np.asarray(ab[0])
 
@@ -475,5 +474,7 @@ def make_engine(colorizer, backend='auto', precision='auto', limits=None, bundle
 
   raw = gain_one(colorizer)
   with tempfile.TemporaryDirectory(prefix='colorjax-studio-') as tmp:
-    predict, label = colorize_files.make_predictor(raw, backend, precision, 1, tmp, bundled_onnx)
+    predict, label = colorize_files.make_predictor(
+      raw, backend, precision, 1, tmp, bundled_onnx, spread_hints=False
+    )
   return Engine(colorizer, predict, label, limits)
