@@ -227,7 +227,7 @@ def main(argv):
     f"{hint_curve.PATCH}x{hint_curve.PATCH} patches of the truth's mean ab at ideepcolor's "
     'Gaussian positions (a fixed seed), the model.json decoding. "network alone": the '
     'network\'s own answer to the hint inputs; "spread": what colorize returns, the hints\' '
-    'corrections carried to the pixels alike (colorjax/propagation.py).',
+    'colors carried to the pixels alike (colorjax/propagation.py).',
     '',
     '| hints | network alone dB | gain | spread dB | gain | ideepcolor gain | target met |',
     '|---|---|---|---|---|---|---|',

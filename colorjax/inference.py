@@ -35,7 +35,7 @@ def colorize(colorizer, L, hints=None, spread_hints=True):
     hints: None (no hints), or (hint_ab, mask) at L's size: ab in Lab units (..., H, W, 2), zero
       where no hint is given, and mask (..., H, W, 1) in {0, 1}, 1 on hinted pixels. Only a
       hint-taking model (config.hints) accepts them.
-    spread_hints: with hints, carry each hint's correction to the pixels alike
+    spread_hints: with hints, carry each hint's color to the pixels alike
       (colorjax.propagation.spread; hinted pixels take their hint). False: the network's own
       answer to the hints (static under jit).
 
