@@ -136,15 +136,19 @@ def by_id(driver, name):
   return driver.find_element('id', name)
 
 
+def frame_data(driver, key):
+  """The preview frame's data-KEY, read in one script (no element handle to go stale)."""
+  return driver.execute_script(f"return document.getElementById('frame').dataset.{key}")
+
+
 def version(driver):
   """How many previews the page has shown (a page-wide count)."""
-  return int(by_id(driver, 'frame').get_attribute('data-version') or 0)
+  return int(frame_data(driver, 'version') or 0)
 
 
 def showing_current(driver):
   """Whether the shown preview is that of the photo selected."""
-  frame = by_id(driver, 'frame')
-  return frame.get_attribute('data-shown') == frame.get_attribute('data-photo') is not None
+  return frame_data(driver, 'shown') == frame_data(driver, 'photo') is not None
 
 
 def downloaded(folder, name, timeout=TIMEOUT):
@@ -162,7 +166,19 @@ def downloaded(folder, name, timeout=TIMEOUT):
 
 
 def click_photo_at(driver, x, y):
-  """Clicks photo pixel (x, y) of the shown photo (selenium offsets are from the center)."""
+  """Clicks photo pixel (x, y) of the shown photo (selenium offsets are from the center); the
+  photo element is found afresh if the page redrew it between the reads and the click."""
+  from selenium.common.exceptions import StaleElementReferenceException  # pylint: disable=g-import-not-at-top
+
+  for _ in range(4):
+    try:
+      return _click_photo_at(driver, x, y)
+    except StaleElementReferenceException:
+      time.sleep(0.2)
+  return _click_photo_at(driver, x, y)
+
+
+def _click_photo_at(driver, x, y):
   from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=g-import-not-at-top
 
   image = by_id(driver, 'before')
@@ -201,7 +217,7 @@ def test_a_red_hint_makes_the_full_size_download_redder_there(browser, server, d
   assert 'takes color hints' in by_id(browser, 'model-line').text
   by_id(browser, 'file-input').send_keys(str(path))
   wait(browser, lambda d: version(d) >= 1, 'the automatic colorization')
-  assert by_id(browser, 'frame').get_attribute('data-state') == 'ready'
+  assert frame_data(browser, 'state') == 'ready'
 
   by_id(browser, 'download').click()
   plain = np.asarray(Image.open(io.BytesIO(downloaded(downloads, 'chelsea-color.png'))))
