@@ -399,7 +399,7 @@ def main(argv):
     hint_text = f"""## Hints
 
 The curve is what `colorize` returns: the network's answer to its hint inputs with each hint's
-correction spread over the pixels alike (colorjax/propagation.py). The network alone, and the
+color spread over the pixels alike (colorjax/propagation.py). The network alone, and the
 decodings that beat the all-gray output: `bench.shipped_quality` (docs/shipped_quality.md).
 
 ![hint curve]({HINT_CURVE_NAME})
@@ -411,6 +411,7 @@ the protocol's positions, framed):
 ![hints]({HINT_FIGURE_NAME})
 """
   table = (eval_dir / 'report.md').read_text().replace(str(workdir) + os.sep, '')
+  table = table.replace('![hint curve](hint_curve.png)\n', '')  # shown under Hints below
   table = table.split('\n', 1)[1] if table.startswith('# ') else table
   n_val = len(next(iter(result.values()))['per_image'])
   n_train = json.loads((records / 'manifest.json').read_text())['splits']['train']['num_records']

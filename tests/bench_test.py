@@ -87,6 +87,9 @@ def test_quality_trains_evaluates_and_writes_the_report(tmp_path):
   assert re.findall(r'^\| gain at (1|5) hints >= .* \| (yes|no) \|$', text, re.M), text
   assert Image.open(doc.parent / 'quality_hints.png').size[0] == 4 * 64 * 2
   assert (doc.parent / 'quality_hint_curve.png').is_file()
+  images = re.findall(r'!\[[^]]*\]\(([^)]+)\)', text)
+  assert 'quality_hint_curve.png' in images, images
+  assert all((doc.parent / name).is_file() for name in images), images  # no broken picture
 
 
 def test_gpu_script_runs_on_a_cpu_with_allow_cpu(tmp_path):
