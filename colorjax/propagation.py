@@ -10,13 +10,11 @@ network's knowledge: pixels it colored alike are likely one object, so a red poi
 it painted blue turns that shirt red, not the blue sky beside it. Hinted pixels take their hint
 exactly.
 
-The four constants were chosen on coco/val2017 with the shipped model (docs/shipped_quality.md)
-and by the README's hinted photo. Taking the hint's color gains more than adding its
-correction (hint minus the network's color under it) did: at the constants of that first
-version (0.3, 10, 6, 2), +0.63/+2.43/+3.54 dB at 1/5/10 hints against +0.52/+2.07/+3.04. A
-wider color sigma gains more still (6 -> 12: +0.98/+3.26/+4.35) with the same reach on the
-photo (the faces beside a hinted shirt take some of its red at both); a wider positional one
-too (0.3 -> 0.5: +1.21/+3.53/+4.49), but it tinted a white dress across the photo pink.
+The four constants were chosen on coco/val2017 with the shipped model and by the README's
+hinted photo: blending toward the hint's color beats adding its correction (hint minus the
+network's color under it), which moves an alike pixel by the hint's error rather than its own;
+wider sigmas gain more PSNR but carry a hint onto unrelated things across the photo. The
+measurements: the model card's hint curve and docs/shipped_quality.md.
 """
 
 import jax
