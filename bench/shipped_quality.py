@@ -37,8 +37,6 @@ _CORRECTIONS = flags.DEFINE_list(
 _HINT_POINTS = flags.DEFINE_list('curve_points', ['0', '1', '2', '5', '10', '20', '50'], 'counts')
 _DOC = flags.DEFINE_string('report', str(ROOT / 'docs' / 'shipped_quality.md'), 'the report')
 
-TARGET_GAINS = {1: 0.94, 5: 2.96, 10: 3.99}  # ideepcolor's published gains (the issue's targets)
-
 
 def above_gray(rows, gray):
   """The rows that beat the all-gray output on both PSNR and AuC, most colorful first."""
@@ -77,8 +75,8 @@ def decoding_figure(colorizer, images, decodings, path, count=4):
   from colorjax import decoding, inference, visualize  # pylint: disable=g-import-not-at-top
 
   L = np.stack([x for _, x, _ in images[:count]])
-  rows = [[visualize.lab_to_uint8(l_, ab), visualize.lab_to_uint8(l_, 0 * ab)]
-          for _, l_, ab in images[:count]]  # fmt: skip
+  shown = images[:count]
+  rows = [[visualize.lab_to_uint8(l_, ab), visualize.gray_uint8(l_)] for _, l_, ab in shown]
   for knobs in decodings.values():
     pred = inference.batch_predictor(decoding.with_decoding(colorizer, **knobs), count)(L)
     for row, l_, ab in zip(rows, L, pred):
@@ -238,8 +236,8 @@ def main(argv):
     ref = hint_curve.IDEEPCOLOR_PSNR.get(c)
     ref_gain = ref - hint_curve.IDEEPCOLOR_PSNR[0] if ref is not None else None
     met = ''
-    if c in TARGET_GAINS:
-      met = 'yes' if spread - base >= TARGET_GAINS[c] else 'no'
+    if c in quality.HINT_GAINS:  # ideepcolor's published gains (the issue's targets)
+      met = 'yes' if spread - base >= quality.HINT_GAINS[c] else 'no'
     lines.append(
       f'| {c} | {alone:.2f} | {alone - base:+.2f} | {spread:.2f} | {spread - base:+.2f} | '
       + (f'{ref_gain:+.2f}' if ref_gain is not None else '')
